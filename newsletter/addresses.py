@@ -1,0 +1,56 @@
+"""Address validation and the hostile-input rules for names, tags and attributes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import DataError
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_TAG = re.compile(r"^[\w][\w .:/+-]{0,99}$", re.UNICODE)
+MAX_NAME = 200
+
+
+def normalize_email(raw: str) -> tuple[str, str]:
+    """Return (normalized address, case-insensitive key) or raise DataError."""
+    candidate = (raw or "").strip()
+    if not candidate:
+        raise DataError("email address is empty")
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise DataError(f"invalid email address: {exc}") from None
+    return result.normalized, result.normalized.lower()
+
+
+def clean_text(value: str, limit: int = MAX_NAME) -> str:
+    """Collapse control characters (CR/LF included) so a value can never split a header."""
+    return _CONTROL.sub(" ", value or "").strip()[:limit]
+
+
+def clean_tag(raw: str) -> str:
+    tag = clean_text(raw, 100)
+    if not _TAG.match(tag):
+        raise DataError(f"invalid tag {tag!r}: use letters, digits, spaces and . : / + -")
+    return tag
+
+
+def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attribute keys become template names, so they must be plain identifiers."""
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        name = clean_text(str(key), 64).strip().lower().replace(" ", "_").replace("-", "_")
+        if not name.isidentifier():
+            raise DataError(f"invalid attribute name {key!r}")
+        cleaned[name] = clean_text(value, 1000) if isinstance(value, str) else value
+    return cleaned
+
+
+def suppression_hash(secret_key: str, email_key: str) -> str:
+    """Keyed hash of an erased address: proves 'seen before' without keeping the address."""
+    return hmac.new(secret_key.encode(), email_key.encode(), hashlib.sha256).hexdigest()

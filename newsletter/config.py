@@ -1,0 +1,262 @@
+"""Configuration: built-in defaults < newsletter.toml < NEWSLETTER_* environment < CLI options.
+
+Everything is validated once, here, into one immutable Settings object; nothing else in
+the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+CONFIG_FILE = "newsletter.toml"
+ENV_PREFIX = "NEWSLETTER_"
+ADAPTERS = ("outbox", "smtp", "postmark", "sendgrid", "mailgun")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    kind: type
+    help: str
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "database_url",
+        "sqlite:///subscribers.db",
+        str,
+        "SQLAlchemy URL; postgresql+psycopg://user@host/db for PostgreSQL",
+    ),
+    Option(
+        "secret_key",
+        "",
+        str,
+        "Signs unsubscribe/preference tokens and keys the suppression list",
+        secret=True,
+    ),
+    Option("base_url", "http://127.0.0.1:8000", str, "Public URL of the web app, used in links"),
+    Option("organization", "Calm Harbor Ketamine Clinic", str, "Sender name shown in the footer"),
+    Option("from_address", "Calm Harbor Clinic <newsletter@calmharbor.example>", str, "From header"),
+    Option("reply_to", "", str, "Reply-To header (empty: none)"),
+    Option("postal_address", "", str, "Physical postal address (CAN-SPAM); required for real sends"),
+    Option("list_id", "", str, "List-Id header value (default: derived from the From domain)"),
+    Option("issues_dir", "issues", str, "Directory holding issue Markdown files"),
+    Option("templates_dir", "", str, "Email templates directory (default: the bundled templates/)"),
+    Option("adapter", "outbox", str, "Delivery adapter: " + ", ".join(ADAPTERS)),
+    Option("outbox_dir", "outbox", str, "Where the outbox adapter writes .eml files"),
+    Option(
+        "smtp_url", "", str, "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465", secret=True
+    ),
+    Option("smtp_pool", 1, int, "Number of SMTP connections used in parallel"),
+    Option("smtp_timeout", 30.0, float, "SMTP socket timeout in seconds"),
+    Option("postmark_token", "", str, "Postmark server token", secret=True),
+    Option("postmark_api_url", "https://api.postmarkapp.com", str, "Postmark API base URL"),
+    Option("postmark_message_stream", "broadcast", str, "Postmark message stream"),
+    Option("sendgrid_api_key", "", str, "SendGrid API key", secret=True),
+    Option("sendgrid_api_url", "https://api.sendgrid.com", str, "SendGrid API base URL"),
+    Option("mailgun_api_key", "", str, "Mailgun API key", secret=True),
+    Option("mailgun_domain", "", str, "Mailgun sending domain"),
+    Option(
+        "mailgun_api_url", "https://api.mailgun.net", str, "Mailgun API base URL (EU: api.eu.mailgun.net)"
+    ),
+    Option("http_timeout", 30.0, float, "Timeout in seconds for provider API calls"),
+    Option("dkim_selector", "", str, "DKIM selector; DKIM signing is on when this and the key are set"),
+    Option("dkim_private_key", "", str, "Path to the PEM DKIM private key", secret=False),
+    Option("rate", 0.0, float, "Messages per second cap (0 = unlimited)"),
+    Option("max_attempts", 5, int, "Attempts per message before a transient failure becomes final"),
+    Option(
+        "retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"
+    ),
+    Option("batch_size", 50, int, "Deliveries claimed per batch"),
+)
+OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    secret_key: str
+    base_url: str
+    organization: str
+    from_address: str
+    reply_to: str
+    postal_address: str
+    list_id: str
+    issues_dir: str
+    templates_dir: str
+    adapter: str
+    outbox_dir: str
+    smtp_url: str
+    smtp_pool: int
+    smtp_timeout: float
+    postmark_token: str
+    postmark_api_url: str
+    postmark_message_stream: str
+    sendgrid_api_key: str
+    sendgrid_api_url: str
+    mailgun_api_key: str
+    mailgun_domain: str
+    mailgun_api_url: str
+    http_timeout: float
+    dkim_selector: str
+    dkim_private_key: str
+    rate: float
+    max_attempts: int
+    retry_base_delay: float
+    batch_size: int
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def require(self, *names: str, why: str) -> None:
+        """Raise ConfigError naming the first empty setting among `names`."""
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"setting '{name}' is required {why}",
+                    hint=f"set it in {CONFIG_FILE} or as {ENV_PREFIX}{name.upper()}",
+                )
+
+    @property
+    def templates_path(self) -> Path:
+        if self.templates_dir:
+            return Path(self.templates_dir)
+        return Path(__file__).resolve().parent.parent / "templates"
+
+    @property
+    def from_domain(self) -> str:
+        from email.utils import parseaddr
+
+        return parseaddr(self.from_address)[1].rpartition("@")[2] or "localhost"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, shown value, source) per setting, with secrets masked."""
+        rows = []
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            shown = str(value)
+            if option.secret and value:
+                shown = mask(option.name, str(value))
+            rows.append((option.name, shown, self.sources.get(option.name, "default")))
+        return rows
+
+
+def mask(name: str, value: str) -> str:
+    if name == "smtp_url":
+        parts = urlsplit(value)
+        if parts.password:
+            return value.replace(f":{parts.password}@", ":****@")
+        return value
+    return "****" + value[-4:] if len(value) > 12 else "****"
+
+
+def _coerce(option: Option, raw: Any, origin: str) -> Any:
+    try:
+        if option.kind is bool:
+            if isinstance(raw, str):
+                return raw.strip().lower() in ("1", "true", "yes", "on")
+            return bool(raw)
+        if isinstance(raw, str):
+            raw = raw.strip()
+        value = option.kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting '{option.name}' from {origin} must be a {option.kind.__name__}, got {raw!r}"
+        ) from None
+    return value
+
+
+def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
+    def where(name: str) -> str:
+        return sources.get(name, "default")
+
+    if values["adapter"] not in ADAPTERS:
+        raise ConfigError(
+            f"setting 'adapter' ({where('adapter')}) must be one of {', '.join(ADAPTERS)}, "
+            f"got {values['adapter']!r}"
+        )
+    base = urlsplit(values["base_url"])
+    if base.scheme not in ("http", "https") or not base.netloc:
+        raise ConfigError(f"setting 'base_url' ({where('base_url')}) must be an http(s) URL")
+    if values["smtp_url"]:
+        smtp = urlsplit(values["smtp_url"])
+        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+            raise ConfigError(
+                f"setting 'smtp_url' ({where('smtp_url')}) must look like smtp://user:pass@host:587 "
+                "or smtps://host:465"
+            )
+    for name in ("smtp_pool", "max_attempts", "batch_size"):
+        if values[name] < 1:
+            raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")
+    if values["rate"] < 0:
+        raise ConfigError(f"setting 'rate' ({where('rate')}) must not be negative")
+
+
+def load_settings(
+    config_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve every setting from its four layers and validate the result."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {option.name: option.default for option in OPTIONS}
+    sources: dict[str, str] = {}
+
+    path = Path(config_file) if config_file else Path(CONFIG_FILE)
+    if config_file and not path.exists():
+        raise ConfigError(f"{path}: configuration file not found")
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for key, raw in data.items():
+            option = OPTION_BY_NAME.get(key)
+            if option is None:
+                raise ConfigError(f"{path}: unknown setting '{key}'")
+            values[key] = _coerce(option, raw, str(path))
+            sources[key] = str(path)
+
+    for option in OPTIONS:
+        env_name = ENV_PREFIX + option.name.upper()
+        if env_name in environ:
+            values[option.name] = _coerce(option, environ[env_name], env_name)
+            sources[option.name] = f"env {env_name}"
+
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        option = OPTION_BY_NAME[key]
+        values[key] = _coerce(option, raw, "command line")
+        sources[key] = "command line"
+
+    _validate(values, sources)
+    return Settings(**values, sources=sources)
+
+
+def write_starter_config(path: Path) -> bool:
+    """Create newsletter.toml with a fresh secret key; never overwrite an existing file."""
+    if path.exists():
+        return False
+    path.write_text(
+        "# newsletter configuration; see README.md for every setting.\n"
+        "# Keep this file out of version control: it holds the secret key.\n"
+        f'secret_key = "{secrets.token_urlsafe(32)}"\n'
+        'postal_address = "Calm Harbor Clinic, 100 Example Street, Springfield, IL 62701, USA"\n'
+        'adapter = "outbox"\n',
+        encoding="utf-8",
+    )
+    return True

@@ -1,0 +1,358 @@
+"""Rendering: issue -> Jinja templates -> premailer (once per issue) -> personalise per subscriber.
+
+The template is rendered once with opaque slot markers where personal values go (greeting,
+address, unsubscribe and preference URLs, body expressions). The CSS is inlined once. The
+inlined HTML is then cut at the markers, and each message is the literal pieces joined with
+that subscriber's values, escaped exactly as lxml (premailer's serializer) escapes text and
+attributes, so the result equals inlining every message separately (tests prove it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import premailer
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    select_autoescape,
+)
+from jinja2.exceptions import SecurityError
+from markupsafe import Markup, escape
+
+from .config import Settings
+from .content import Block, Issue, Slot, expression_env, slot_marker
+from .errors import ContentError
+from .plaintext import Footnotes, markdown_to_text, wrap
+from .tokens import Tokens
+
+DISCLAIMER = (
+    "Individual results vary. This story describes one person's experience and is not a promise "
+    "of how treatment will work for you; talk to your clinician about whether ketamine treatment "
+    "is right for you."
+)
+CRISIS_RESOURCES = (
+    {
+        "name": "988 Suicide & Crisis Lifeline",
+        "how": "call or text 988, any time, free and confidential",
+        "url": "https://988lifeline.org",
+        "url_label": "988lifeline.org",
+    },
+    {
+        "name": "Crisis Text Line",
+        "how": "text HOME to 741741 to reach a trained crisis counselor",
+        "url": "https://www.crisistextline.org",
+        "url_label": "crisistextline.org",
+    },
+)
+PERSONAL_FIELDS = ("greeting", "email", "unsubscribe_url", "preferences_url")
+# premailer logs every CSS property it cannot inline (media queries, dark mode) as a warning.
+logging.getLogger("cssutils").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What personalisation may read about a subscriber."""
+
+    id: int
+    email: str
+    name: str = ""
+    attributes: dict[str, Any] | None = None
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name.strip() else ""
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "first_name": self.first_name,
+            "email": self.email,
+            "attributes": dict(self.attributes or {}),
+        }
+
+
+SAMPLE_RECIPIENT = Recipient(id=0, email="reader@example.com", name="Alex Sample", attributes={})
+EMPTY_RECIPIENT = Recipient(id=0, email="reader@example.com", name="", attributes={})
+
+
+class _Markers:
+    """Template-side view of personal fields: each attribute renders as its slot marker."""
+
+    def __init__(self, nonce: str, slots: dict[str, Slot]):
+        self._nonce = nonce
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> Markup:
+        if name not in PERSONAL_FIELDS:
+            raise AttributeError(name)
+        for slot in self._slots.values():
+            if slot.kind == "field" and slot.source == name:
+                return Markup(slot.marker)
+        marker = slot_marker(self._nonce, len(self._slots))
+        self._slots[marker] = Slot(marker, "field", name)
+        return Markup(marker)
+
+
+@dataclass
+class RenderedIssue:
+    """An issue rendered and inlined once, ready to personalise for any number of people."""
+
+    slug: str
+    subject: str
+    preheader: str
+    content_hash: str
+    html_parts: list[str]  # literal text and slot markers, alternating
+    text_parts: list[str]
+    slots: dict[str, Slot]
+    attribute_slots: frozenset[str]  # markers that sit inside an HTML tag (attribute values)
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "subject": self.subject,
+            "preheader": self.preheader,
+            "content_hash": self.content_hash,
+            "html_parts": self.html_parts,
+            "text_parts": self.text_parts,
+            "slots": [[s.marker, s.kind, s.source, s.line] for s in self.slots.values()],
+            "attribute_slots": sorted(self.attribute_slots),
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> RenderedIssue:
+        slots = {marker: Slot(marker, kind, source, line) for marker, kind, source, line in data["slots"]}
+        return cls(
+            data["slug"],
+            data["subject"],
+            data["preheader"],
+            data["content_hash"],
+            data["html_parts"],
+            data["text_parts"],
+            slots,
+            frozenset(data["attribute_slots"]),
+        )
+
+    @cached_property
+    def _expressions(self) -> dict[str, Any]:
+        return {
+            marker: expression_env.compile_expression(slot.source, undefined_to_none=False)
+            for marker, slot in self.slots.items()
+            if slot.kind == "expression"
+        }
+
+    def values_for(self, recipient: Recipient, fields: dict[str, str]) -> dict[str, str]:
+        """The value of every slot for one recipient (unescaped)."""
+        values: dict[str, str] = {}
+        context = {"subscriber": recipient.context()}
+        for marker, slot in self.slots.items():
+            if slot.kind == "field":
+                values[marker] = fields[slot.source]
+                continue
+            try:
+                result = self._expressions[marker](**context)
+                values[marker] = "" if result is None else str(result)
+            except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
+                raise ContentError(f"{self.slug}.md:{slot.line}: {exc}") from None
+        return values
+
+    def personalise(self, recipient: Recipient, fields: dict[str, str]) -> tuple[str, str]:
+        """Return (html, text) for one recipient."""
+        values = self.values_for(recipient, fields)
+        html = "".join(
+            (_escape_attribute(values[part]) if part in self.attribute_slots else _escape_text(values[part]))
+            if part in values
+            else part
+            for part in self.html_parts
+        )
+        text = "".join(values.get(part, part) for part in self.text_parts)
+        return html, text
+
+
+def _escape_text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escape_attribute(value: str) -> str:
+    return _escape_text(value).replace('"', "&quot;")
+
+
+def split_on_markers(document: str, markers: list[str]) -> list[str]:
+    if not markers:
+        return [document]
+    pattern = re.compile("(" + "|".join(re.escape(marker) for marker in markers) + ")")
+    return [part for part in pattern.split(document) if part]
+
+
+def markers_inside_tags(document: str, markers: list[str]) -> frozenset[str]:
+    """Markers that appear between '<' and '>' (attribute values), where quotes are escaped."""
+    inside = set()
+    for marker in markers:
+        for match in re.finditer(re.escape(marker), document):
+            if document.rfind("<", 0, match.start()) > document.rfind(">", 0, match.start()):
+                inside.add(marker)
+    return frozenset(inside)
+
+
+def inline_css(html: str) -> str:
+    return premailer.Premailer(
+        html,
+        disable_validation=True,
+        allow_network=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        strip_important=False,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()
+
+
+class Renderer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.env = Environment(
+            loader=FileSystemLoader(str(settings.templates_path / "email")),
+            autoescape=select_autoescape(["html", "htm"], default_for_string=False),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.text_env = Environment(
+            loader=FileSystemLoader(str(settings.templates_path / "email")),
+            autoescape=False,
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+        )
+
+    def view_online_url(self, slug: str) -> str:
+        return f"{self.settings.base_url.rstrip('/')}/archive/{slug}"
+
+    def _context(self, issue: Issue, personal: Any) -> dict[str, Any]:
+        return {
+            "issue": issue,
+            "settings": self.settings,
+            "personal": personal,
+            "view_online_url": self.view_online_url(issue.slug),
+            "disclaimer": DISCLAIMER,
+            "crisis_resources": CRISIS_RESOURCES,
+        }
+
+    def _template(self, env: Environment, name: str):
+        try:
+            return env.get_template(name)
+        except TemplateNotFound:
+            raise ContentError(
+                f"template '{name}' not found in {self.settings.templates_path / 'email'}"
+            ) from None
+        except TemplateSyntaxError as exc:
+            raise ContentError(f"{exc.filename or name}:{exc.lineno}: {exc.message}") from None
+
+    def _run(self, env: Environment, name: str, context: dict[str, Any]) -> str:
+        template = self._template(env, name)
+        try:
+            return template.render(context)
+        except TemplateSyntaxError as exc:
+            raise ContentError(f"{exc.filename or name}:{exc.lineno}: {exc.message}") from None
+        except TemplateError as exc:
+            raise ContentError(f"{_template_location(exc, template.filename)}: {exc.message}") from None
+
+    def render_html_with_markers(self, issue: Issue) -> str:
+        markers = _Markers(issue.nonce, issue.slots)
+        return self._run(self.env, f"{issue.template}.html", self._context(issue, markers))
+
+    def render_text_with_markers(self, issue: Issue) -> str:
+        markers = _Markers(issue.nonce, issue.slots)
+        notes = Footnotes()
+        context = self._context(issue, markers)
+        context["block_texts"] = [block_text(block, notes) for block in issue.blocks]
+        context["crisis_text"] = crisis_text(notes)
+        context["links"] = notes.render()
+        return self._run(self.text_env, f"{issue.template}.txt", context)
+
+    def render(self, issue: Issue) -> RenderedIssue:
+        html = inline_css(self.render_html_with_markers(issue))
+        text = self.render_text_with_markers(issue)
+        markers = list(issue.slots)
+        return RenderedIssue(
+            slug=issue.slug,
+            subject=issue.subject,
+            preheader=issue.preheader,
+            content_hash=issue.content_hash,
+            html_parts=split_on_markers(html, markers),
+            text_parts=split_on_markers(text, markers),
+            slots=dict(issue.slots),
+            attribute_slots=markers_inside_tags(html, markers),
+        )
+
+    def render_reference(
+        self, issue: Issue, rendered: RenderedIssue, recipient: Recipient, fields: dict[str, str]
+    ) -> str:
+        """The slow path: personalise the template output first, then inline it.
+
+        Used by the tests to prove inline-once gives identical messages, and by the
+        benchmark as the baseline.
+        """
+        html = self.render_html_with_markers(issue)
+        for marker, value in rendered.values_for(recipient, fields).items():
+            html = html.replace(marker, str(escape(value)))
+        return inline_css(html)
+
+    def personal_fields(
+        self, recipient: Recipient, campaign_id: int | None, tokens: Tokens
+    ) -> dict[str, str]:
+        base = self.settings.base_url.rstrip("/")
+        return {
+            "greeting": f"Hi {recipient.first_name}," if recipient.first_name else "Hello,",
+            "email": recipient.email,
+            "unsubscribe_url": f"{base}/u/{tokens.make('unsubscribe', recipient.id, campaign_id)}",
+            "preferences_url": f"{base}/p/{tokens.make('preferences', recipient.id, campaign_id)}",
+        }
+
+
+def _template_location(exc: TemplateError, fallback: str | None) -> str:
+    """FILE:LINE of the innermost template frame (Jinja maps its frames to template lines)."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith((".html", ".txt")):
+            return f"{frame.filename}:{frame.lineno}"
+    return f"{fallback}:?"
+
+
+def block_text(block: Block, notes: Footnotes) -> str:
+    body = markdown_to_text(block.body, notes) if block.body.strip() else ""
+    fields = block.fields
+    if block.kind == "story":
+        parts = [f"PATIENT STORY: {fields['name'].upper()}", fields["headline"]]
+        if fields.get("quote"):
+            parts.append(wrap(f"\u201c{fields['quote']}\u201d", "  ", "  "))
+        parts += [body, wrap(DISCLAIMER)]
+        return "\n\n".join(part for part in parts if part)
+    if block.kind == "tips":
+        return f"{fields['title'].upper()}\n\n{body}"
+    if block.kind == "resources":
+        return f"{(fields.get('title') or 'Resources for support').upper()}\n\n{body}"
+    if block.kind == "cta":
+        lead = f"{body}\n\n" if body else ""
+        note = f"\n\n{wrap(fields['note'])}" if fields.get("note") else ""
+        return f"{lead}{fields['text']}: {fields['url']}{note}"
+    title = f"{fields['title'].upper()}\n\n" if fields.get("title") else ""
+    return title + body
+
+
+def crisis_text(notes: Footnotes) -> str:
+    lines = ["IF YOU ARE STRUGGLING RIGHT NOW", ""]
+    for resource in CRISIS_RESOURCES:
+        lines.append(wrap(f"- {resource['name']}: {resource['how']} ({resource['url']})", "", "  "))
+    lines.append(
+        wrap("- If you are in immediate danger, call 911 or go to the nearest emergency room.", "", "  ")
+    )
+    return "\n".join(lines)

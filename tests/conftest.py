@@ -1,0 +1,134 @@
+"""Shared fixtures: a real database (SQLite, and PostgreSQL where reachable) and the CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+
+from newsletter.cli import main
+from newsletter.config import load_settings
+from newsletter.db import Database, make_engine, upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+SECRET = "test-secret-key-0123456789abcdef"
+POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+        engine = create_engine(POSTGRES_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+_POSTGRES = postgres_available()
+
+
+def postgres_schema_url() -> tuple[str, str]:
+    """A fresh schema in the test database, so tests never see each other's rows."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
+
+
+def drop_postgres_schema(schema: str) -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An initialised, empty database: SQLite file, then PostgreSQL where reachable."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+        schema = None
+    else:
+        if not _POSTGRES:
+            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
+        url, schema = postgres_schema_url()
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    if schema:
+        drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run in an empty directory with a clean NEWSLETTER_* environment."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    return work
+
+
+@pytest.fixture
+def db(database_url, workdir):
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def settings(database_url, workdir):
+    return load_settings(overrides={"database_url": database_url})
+
+
+class Cli:
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None, expect: int | None = 0):
+        result = self.runner.invoke(
+            main, ["--database-url", self.database_url, *args], input=input, catch_exceptions=False
+        )
+        if expect is not None:
+            assert result.exit_code == expect, (
+                f"exit {result.exit_code}, expected {expect}\nstdout:\n{result.stdout}\n"
+                f"stderr:\n{result.stderr}"
+            )
+        return result
+
+
+@pytest.fixture
+def cli(database_url, workdir):
+    return Cli(database_url)
+
+
+@pytest.fixture
+def artifacts():
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,199 @@
+"""The subscriber-list commands, end to end through the CLI, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from sqlalchemy import select
+
+from newsletter.db import Database
+from newsletter.models import Event, Subscriber
+
+
+def write_csv(path, text: str | bytes):
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    path.write_bytes(text)
+    return str(path)
+
+
+def statuses(cli) -> dict[str, str]:
+    rows = json.loads(cli("subscribers", "list", "--format", "json").stdout)
+    return {row["email"]: row["status"] for row in rows}
+
+
+def test_add_list_and_show(cli):
+    cli("subscribers", "add", "Ana@Example.COM", "--name", "Ana", "--tag", "monthly")
+    result = cli("subscribers", "list")
+    assert "Ana@example.com" in result.stdout
+    assert "monthly" in result.stdout
+    shown = json.loads(cli("subscribers", "show", "ana@example.com").stdout)
+    assert shown["name"] == "Ana"
+    assert shown["status"] == "active"
+    assert shown["tags"] == ["monthly"]
+    assert shown["events"][0]["kind"] == "created"
+
+
+def test_add_rejects_case_insensitive_duplicate_and_invalid_address(cli):
+    cli("subscribers", "add", "ana@example.com")
+    result = cli("subscribers", "add", "ANA@example.com", expect=1)
+    assert "already on the list" in result.stderr
+    result = cli("subscribers", "add", "not-an-address", expect=1)
+    assert result.stderr.startswith("Error: invalid email address")
+    assert "Traceback" not in result.output
+
+
+def test_usage_error_exits_2(cli):
+    result = cli("subscribers", "add", expect=2)
+    assert "Missing argument" in result.stderr
+
+
+def test_import_reports_each_bad_row_with_line_and_reason(cli, tmp_path):
+    rows = (
+        b"email,name,tags\n"
+        b"good@example.com,Good One,patients\n"
+        b"not-an-address,Bad,\n"
+        b"GOOD@example.com,Duplicate In Other Case,\n"
+        b"\n"
+        b"extra@example.com,Too,Many,Columns\n"
+        b"latin1@example.com,Jos\xe9,\n"
+        b'crlf@example.com,"Mallory\r\nBcc: victim@example.com",\n'
+        b"html@example.com,<b>{{ 7*7 }}</b>,\n"
+    )
+    path = write_csv(tmp_path / "list.csv", rows)
+    rejects = tmp_path / "rejects.csv"
+    result = cli("subscribers", "import", path, "--rejects", str(rejects))
+    assert "added 3, updated 0, unchanged 0, rejected 4." in result.stdout
+    assert f"{path}:3: invalid email address" in result.stderr
+    assert f"{path}:4: duplicate of line 2" in result.stderr
+    assert f"{path}:6: expected 3 fields, found 4" in result.stderr
+    assert f"{path}:7: not valid UTF-8" in result.stderr
+    # Rejected rows are written back byte for byte, so they can be fixed and re-imported.
+    with open(rejects, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        lines = [row[0] for row in csv.reader(handle)][1:]
+    assert lines == ["3", "4", "6", "7"]
+    shown = json.loads(cli("subscribers", "show", "crlf@example.com").stdout)
+    assert "\r" not in shown["name"] and "\n" not in shown["name"]
+    assert shown["name"] == "Mallory Bcc: victim@example.com"
+    shown = json.loads(cli("subscribers", "show", "html@example.com").stdout)
+    assert shown["name"] == "<b>{{ 7*7 }}</b>"
+
+
+def test_import_dry_run_writes_nothing(cli, tmp_path):
+    path = write_csv(tmp_path / "list.csv", "email\na@example.com\nb@example.com\n")
+    result = cli("subscribers", "import", path, "--dry-run")
+    assert "Dry run: would have added 2" in result.stdout
+    assert statuses(cli) == {}
+
+
+def test_import_never_reactivates(cli, tmp_path):
+    for address in ("gone@example.com", "bounce@example.com", "forgot@example.com"):
+        cli("subscribers", "add", address)
+    cli("subscribers", "unsubscribe", "gone@example.com", "--reason", "asked by phone")
+    db = Database(cli.database_url)
+    with db.session() as session:
+        bounced = session.scalar(select(Subscriber).where(Subscriber.email_key == "bounce@example.com"))
+        bounced.status = "bounced"
+    cli("subscribers", "forget", "forgot@example.com", "--yes")
+    path = write_csv(
+        tmp_path / "again.csv",
+        "email,name,status\ngone@example.com,Gone,active\nBOUNCE@example.com,B,\nforgot@example.com,F,\n",
+    )
+    result = cli("subscribers", "import", path, "--status", "active")
+    assert "rejected 1" in result.stdout
+    assert f"{path}:4: address was erased on request" in result.stderr
+    assert statuses(cli) == {"gone@example.com": "unsubscribed", "bounce@example.com": "bounced"}
+    result = cli("subscribers", "add", "forgot@example.com", expect=1)
+    assert "erased on request" in result.stderr
+    db.dispose()
+
+
+def test_import_mailchimp_and_listmonk_exports(cli, tmp_path):
+    mailchimp = write_csv(
+        tmp_path / "mailchimp.csv",
+        "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CITY,TAGS\n"
+        'mc@example.com,Mary,Chimp,2,2024-05-01 10:00:00,203.0.113.9,Boston,"""vip"",""patients"""\n',
+    )
+    cli("subscribers", "import", mailchimp)
+    shown = json.loads(cli("subscribers", "show", "mc@example.com").stdout)
+    assert shown["name"] == "Mary Chimp"
+    assert shown["tags"] == ["patients", "vip"]
+    assert shown["attributes"] == {"city": "Boston"}
+    assert shown["consent_ip"] == "203.0.113.9"
+    assert shown["consent_at"].startswith("2024-05-01T10:00:00")
+    listmonk = write_csv(
+        tmp_path / "listmonk.csv",
+        "uuid,email,name,attributes,status,created_at,updated_at\n"
+        'a1b2,lm@example.com,List Monk,"{""plan"": ""gold""}",blocklisted,2024-01-01,2024-01-02\n'
+        "c3d4,ok@example.com,Ok Person,{},enabled,2024-01-01,2024-01-02\n",
+    )
+    cli("subscribers", "import", listmonk)
+    assert statuses(cli) == {
+        "mc@example.com": "active",
+        "lm@example.com": "unsubscribed",
+        "ok@example.com": "active",
+    }
+    assert json.loads(cli("subscribers", "show", "lm@example.com").stdout)["attributes"] == {"plan": "gold"}
+
+
+def test_export_round_trips_through_import(cli, tmp_path):
+    path = write_csv(
+        tmp_path / "in.csv",
+        'email,name,tags,city\nzoe@example.com,"Zoë, ""Z"" Ng",a;b,Paris\nyan@example.com,Yan,,\n',
+    )
+    cli("subscribers", "import", path)
+    cli("subscribers", "unsubscribe", "yan@example.com")
+    exported = tmp_path / "out.csv"
+    cli("subscribers", "export", str(exported))
+    before = json.loads(cli("subscribers", "list", "--format", "json").stdout)
+    result = cli("subscribers", "import", str(exported))
+    assert "added 0, updated 0, unchanged 2, rejected 0." in result.stdout
+    assert json.loads(cli("subscribers", "list", "--format", "json").stdout) == before
+    # and into an empty list, the same people come back with the same data
+    stdout = cli("subscribers", "export").stdout
+    assert stdout == exported.read_text(encoding="utf-8")
+
+
+def test_tag_untag_list_filters_and_stats(cli):
+    cli("subscribers", "add", "a@example.com", "--tag", "monthly")
+    cli("subscribers", "add", "b@example.com", "--status", "pending")
+    assert "monthly, patients" in cli("subscribers", "tag", "a@example.com", "patients").stdout
+    cli("subscribers", "tag", "b@example.com", "patients")
+    cli("subscribers", "untag", "a@example.com", "monthly")
+    listed = cli("subscribers", "list", "--tag", "patients", "--format", "csv").stdout
+    rows = list(csv.DictReader(io.StringIO(listed)))
+    assert [row["email"] for row in rows] == ["a@example.com", "b@example.com"]
+    pending = json.loads(cli("subscribers", "list", "--status", "pending", "--format", "json").stdout)
+    assert [row["email"] for row in pending] == ["b@example.com"]
+    stats = cli("subscribers", "stats").stdout
+    assert "Total: 2" in stats
+    assert "active        1" in stats and "pending       1" in stats
+    assert "patients                 2" in stats
+
+
+def test_unsubscribe_logs_event_and_is_idempotent(cli):
+    cli("subscribers", "add", "a@example.com")
+    assert "Unsubscribed." in cli("subscribers", "unsubscribe", "a@example.com", "--reason", "phone").stdout
+    assert "nothing changed" in cli("subscribers", "unsubscribe", "a@example.com").stdout
+    events = json.loads(cli("subscribers", "show", "a@example.com").stdout)["events"]
+    assert [(e["old_status"], e["new_status"], e["reason"]) for e in events] == [
+        ("", "active", ""),
+        ("active", "unsubscribed", "phone"),
+    ]
+    result = cli("subscribers", "unsubscribe", "nobody@example.com", expect=1)
+    assert result.stderr.strip() == "Error: no subscriber with that address"
+
+
+def test_forget_erases_personal_data(cli):
+    cli("subscribers", "add", "erase.me@example.com", "--name", "Erin")
+    cli("subscribers", "forget", "erase.me@example.com", "--yes")
+    cli("subscribers", "show", "erase.me@example.com", expect=1)
+    db = Database(cli.database_url)
+    with db.session() as session:
+        assert session.scalars(select(Subscriber)).all() == []
+        kinds = [event.kind for event in session.scalars(select(Event))]
+        assert kinds == ["created", "forgotten"]
+    db.dispose()
+    assert "Suppressed (erased): 1" in cli("subscribers", "stats").stdout
