@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 
@@ -56,7 +56,7 @@ def markdown() -> MarkdownIt:
 
 
 _MD = markdown()
-expression_env = SandboxedEnvironment()
+expression_env = SandboxedEnvironment(undefined=StrictUndefined)
 
 
 @dataclass
@@ -224,9 +224,11 @@ def lift_expressions(body: str, first_line: int, path: Path, nonce: str, slots: 
 def check_expression(expression: str, where: str) -> None:
     try:
         parsed = expression_env.parse("{{ " + expression + " }}")
-    except TemplateSyntaxError as exc:
+        names = meta.find_undeclared_variables(parsed)
+        expression_env.compile_expression(expression)
+    except TemplateSyntaxError as exc:  # includes unknown filters and tests
         raise ContentError(f"{where}: {exc.message}") from None
-    unknown = sorted(meta.find_undeclared_variables(parsed) - {SUBSCRIBER_VARIABLE})
+    unknown = sorted(names - {SUBSCRIBER_VARIABLE})
     if unknown:
         raise ContentError(
             f"{where}: unknown variable '{unknown[0]}' (issues can use subscriber.name, "

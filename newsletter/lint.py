@@ -23,6 +23,8 @@ OUTDATED_CRISIS = re.compile(r"1?-?\(?800\)?[-. ]?273[-. ]?(TALK|8255)|273-TALK"
 # "[Subscribe Now]" but not a Markdown link "[text](url)" or reference "[text][ref]".
 PLACEHOLDER = re.compile(r"(?<![!\]\\])\[([A-Z][^\[\]\n]{0,60})\](?![(\[:])")
 LINK_SCHEMES = ("http", "https", "mailto", "tel")
+MARKDOWN_LINK = re.compile(r"(!?)\[[^\]]*\]\(\s*<?([^)\s>]*)")
+CTA_URL = re.compile(r"^url:\s*(\S*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ class Linter:
             rendered = self.renderer.render(issue)
         except ContentError as exc:
             return findings + [_from_error(exc, "template")]
-        findings += self._expressions(issue, rendered)
+        expression_findings = self._expressions(issue, rendered)
+        if expression_findings:
+            return findings + expression_findings
         try:
             fields = self.renderer.personal_fields(
                 SAMPLE_RECIPIENT, 0, Tokens(self.settings.secret_key or "lint")
@@ -103,6 +107,12 @@ class Linter:
                         "crisis-number",
                     )
                 )
+            urls = [m.group(2) for m in MARKDOWN_LINK.finditer(line) if not m.group(1)]
+            urls += [m.group(1) for m in CTA_URL.finditer(line.strip())]
+            for url in urls:
+                problem = link_problem(url)
+                if problem:
+                    findings.append(Finding("error", where, problem, "link"))
             for match in PLACEHOLDER.finditer(line):
                 findings.append(
                     Finding("error", where, f"leftover placeholder '[{match.group(1)}]'", "placeholder")
@@ -193,11 +203,13 @@ class Linter:
                     "crisis-resources",
                 )
             )
-        if OUTDATED_CRISIS.search(text) and not any(f.rule == "crisis-number" for f in findings):
+        if OUTDATED_CRISIS.search(text) and not OUTDATED_CRISIS.search(issue.source):
             findings.append(
                 Finding("error", str(issue.path), "outdated crisis number in the template", "crisis-number")
             )
         for href in hrefs:
+            if href in issue.source:
+                continue  # checked where it was written, with its line number
             problem = link_problem(href)
             if problem:
                 findings.append(Finding("error", self._locate(issue, href), problem, "link"))
@@ -208,14 +220,12 @@ class Linter:
         return findings
 
     def _check_links(self, issue: Issue, urls: list[str]) -> list[Finding]:
-        own = self.settings.base_url.rstrip("/")
+        # Only the links written in the issue: the template's own links are fixed.
         candidates = sorted(
             {
                 url
                 for url in urls
-                if urlsplit(url).scheme in ("http", "https")
-                and not url.startswith(own)
-                and not link_problem(url)
+                if url in issue.source and urlsplit(url).scheme in ("http", "https") and not link_problem(url)
             }
         )
 

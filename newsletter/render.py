@@ -233,6 +233,7 @@ class Renderer:
             undefined=StrictUndefined,
             keep_trailing_newline=True,
         )
+        self.text_env.filters["paragraph"] = lambda text: wrap(" ".join(text.split()))
 
     def view_online_url(self, slug: str) -> str:
         return f"{self.settings.base_url.rstrip('/')}/archive/{slug}"
