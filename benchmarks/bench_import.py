@@ -36,9 +36,7 @@ def run(rows: int, database_url: str | None, workdir: Path) -> dict:
     generate(csv_path, rows)
     db_url = database_url or f"sqlite:///{workdir / f'bench-{rows}.db'}"
     env = {**os.environ, "NEWSLETTER_SECRET_KEY": "bench-secret", "NEWSLETTER_DATABASE_URL": db_url}
-    subprocess.run(
-        [sys.executable, "-m", "newsletter", "init"], env=env, cwd=workdir, check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, "-m", "newsletter", "init"], env=env, cwd=workdir, check=True, capture_output=True)
     command = [
         sys.executable,
         "-c",

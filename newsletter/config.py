@@ -56,9 +56,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("templates_dir", "", str, "Email templates directory (default: the bundled templates/)"),
     Option("adapter", "outbox", str, "Delivery adapter: " + ", ".join(ADAPTERS)),
     Option("outbox_dir", "outbox", str, "Where the outbox adapter writes .eml files"),
-    Option(
-        "smtp_url", "", str, "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465", secret=True
-    ),
+    Option("smtp_url", "", str, "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465", secret=True),
     Option("smtp_pool", 1, int, "Number of SMTP connections used in parallel"),
     Option("smtp_timeout", 30.0, float, "SMTP socket timeout in seconds"),
     Option("postmark_token", "", str, "Postmark server token", secret=True),
@@ -68,17 +66,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("sendgrid_api_url", "https://api.sendgrid.com", str, "SendGrid API base URL"),
     Option("mailgun_api_key", "", str, "Mailgun API key", secret=True),
     Option("mailgun_domain", "", str, "Mailgun sending domain"),
-    Option(
-        "mailgun_api_url", "https://api.mailgun.net", str, "Mailgun API base URL (EU: api.eu.mailgun.net)"
-    ),
+    Option("mailgun_api_url", "https://api.mailgun.net", str, "Mailgun API base URL (EU: api.eu.mailgun.net)"),
     Option("http_timeout", 30.0, float, "Timeout in seconds for provider API calls"),
     Option("dkim_selector", "", str, "DKIM selector; DKIM signing is on when this and the key are set"),
     Option("dkim_private_key", "", str, "Path to the PEM DKIM private key", secret=False),
     Option("rate", 0.0, float, "Messages per second cap (0 = unlimited)"),
     Option("max_attempts", 5, int, "Attempts per message before a transient failure becomes final"),
-    Option(
-        "retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"
-    ),
+    Option("retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"),
     Option("batch_size", 50, int, "Deliveries claimed per batch"),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
@@ -185,8 +179,7 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
 
     if values["adapter"] not in ADAPTERS:
         raise ConfigError(
-            f"setting 'adapter' ({where('adapter')}) must be one of {', '.join(ADAPTERS)}, "
-            f"got {values['adapter']!r}"
+            f"setting 'adapter' ({where('adapter')}) must be one of {', '.join(ADAPTERS)}, got {values['adapter']!r}"
         )
     base = urlsplit(values["base_url"])
     if base.scheme not in ("http", "https") or not base.netloc:
@@ -195,8 +188,7 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         smtp = urlsplit(values["smtp_url"])
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
             raise ConfigError(
-                f"setting 'smtp_url' ({where('smtp_url')}) must look like smtp://user:pass@host:587 "
-                "or smtps://host:465"
+                f"setting 'smtp_url' ({where('smtp_url')}) must look like smtp://user:pass@host:587 or smtps://host:465"
             )
     for name in ("smtp_pool", "max_attempts", "batch_size"):
         if values[name] < 1:

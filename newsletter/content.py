@@ -189,8 +189,7 @@ def split_front_matter(source: str, path: Path) -> tuple[dict[str, Any], str, in
             unknown = sorted(set(front) - set(FRONT_MATTER_FIELDS))
             if unknown:
                 raise ContentError(
-                    f"{path}:1: unknown front matter field '{unknown[0]}' "
-                    f"(known: {', '.join(FRONT_MATTER_FIELDS)})"
+                    f"{path}:1: unknown front matter field '{unknown[0]}' (known: {', '.join(FRONT_MATTER_FIELDS)})"
                 )
             return front, "".join(lines[index + 1 :]), index + 2
     raise ContentError(f"{path}:1: front matter is not closed with a '---' line")
@@ -263,9 +262,7 @@ def parse_blocks(body: str, first_line: int, path: Path) -> list[Block]:
             if opened:
                 kind = opened.group(1)
                 if kind not in BLOCK_KINDS:
-                    raise ContentError(
-                        f"{path}:{number}: unknown block '{kind}' (use one of {', '.join(BLOCK_KINDS)})"
-                    )
+                    raise ContentError(f"{path}:{number}: unknown block '{kind}' (use one of {', '.join(BLOCK_KINDS)})")
                 flush_loose()
                 current, body_lines, in_header = Block(kind, number, {}, ""), [], True
             elif _CLOSE.match(stripped):

@@ -297,9 +297,7 @@ class Importer:
     # The seen-table records every address of this file already written, with its line.
     def _create_seen_table(self, session: Session) -> None:
         session.execute(text("DROP TABLE IF EXISTS import_seen"))
-        session.execute(
-            text("CREATE TEMPORARY TABLE import_seen (email_key VARCHAR(320) PRIMARY KEY, line INTEGER)")
-        )
+        session.execute(text("CREATE TEMPORARY TABLE import_seen (email_key VARCHAR(320) PRIMARY KEY, line INTEGER)"))
         session.commit()
 
     def _drop_seen_table(self, session: Session) -> None:
@@ -354,9 +352,7 @@ class Importer:
     def _drop_duplicates(self, session: Session, batch: list[Row], report: ImportReport) -> list[Row]:
         first_line: dict[str, int] = {}
         for key, line in session.execute(
-            text("SELECT email_key, line FROM import_seen WHERE email_key IN :keys").bindparams(
-                _expanding("keys")
-            ),
+            text("SELECT email_key, line FROM import_seen WHERE email_key IN :keys").bindparams(_expanding("keys")),
             {"keys": [row.key for row in batch]},
         ):
             first_line[key] = line

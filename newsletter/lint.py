@@ -60,9 +60,7 @@ class Linter:
         if expression_findings:
             return findings + expression_findings
         try:
-            fields = self.renderer.personal_fields(
-                SAMPLE_RECIPIENT, 0, Tokens(self.settings.secret_key or "lint")
-            )
+            fields = self.renderer.personal_fields(SAMPLE_RECIPIENT, 0, Tokens(self.settings.secret_key or "lint"))
             html, text = rendered.personalise(SAMPLE_RECIPIENT, fields)
         except ContentError as exc:
             return findings + [_from_error(exc, "variables")]
@@ -89,9 +87,7 @@ class Linter:
         if len(letters) >= 4 and all(char.isupper() for char in letters):
             findings.append(Finding("warning", where, "subject is in ALL CAPS", "subject-caps"))
         if not issue.preheader:
-            findings.append(
-                Finding("warning", where, "missing preheader (the preview line in the inbox)", "preheader")
-            )
+            findings.append(Finding("warning", where, "missing preheader (the preview line in the inbox)", "preheader"))
         return findings
 
     def _source(self, issue: Issue) -> list[Finding]:
@@ -114,9 +110,7 @@ class Linter:
                 if problem:
                     findings.append(Finding("error", where, problem, "link"))
             for match in PLACEHOLDER.finditer(line):
-                findings.append(
-                    Finding("error", where, f"leftover placeholder '[{match.group(1)}]'", "placeholder")
-                )
+                findings.append(Finding("error", where, f"leftover placeholder '[{match.group(1)}]'", "placeholder"))
         return findings
 
     def _expressions(self, issue: Issue, rendered: RenderedIssue) -> list[Finding]:
@@ -132,8 +126,7 @@ class Linter:
                 Finding(
                     "error",
                     f"{issue.path}:{_line_of(finding.location)}",
-                    f"unresolved template variable: {finding.message} "
-                    "(add a default, e.g. | default('there'))",
+                    f"unresolved template variable: {finding.message} (add a default, e.g. | default('there'))",
                     "variables",
                 )
             ]
@@ -152,9 +145,7 @@ class Linter:
                 )
             )
         if "{{" in html or "{%" in html:
-            findings.append(
-                Finding("error", str(issue.path), "unrendered template syntax in the output", "variables")
-            )
+            findings.append(Finding("error", str(issue.path), "unrendered template syntax in the output", "variables"))
         document = lxml.html.document_fromstring(html)
         for image in document.iter("img"):
             src = image.get("src", "")
@@ -214,9 +205,7 @@ class Linter:
             if problem:
                 findings.append(Finding("error", self._locate(issue, href), problem, "link"))
         if self.check_links:
-            findings += self._check_links(
-                issue, hrefs + [image.get("src", "") for image in document.iter("img")]
-            )
+            findings += self._check_links(issue, hrefs + [image.get("src", "") for image in document.iter("img")])
         return findings
 
     def _check_links(self, issue: Issue, urls: list[str]) -> list[Finding]:
@@ -265,10 +254,7 @@ def link_problem(href: str) -> str | None:
     if parts.scheme not in LINK_SCHEMES:
         return f"link must be absolute (https://, mailto: or tel:): {href}"
     if parts.scheme in ("http", "https") and (
-        not parts.netloc
-        or " " in href
-        or "." not in parts.netloc
-        and parts.hostname not in ("localhost", "127.0.0.1")
+        not parts.netloc or " " in href or "." not in parts.netloc and parts.hostname not in ("localhost", "127.0.0.1")
     ):
         return f"malformed link: {href}"
     if parts.scheme == "mailto" and "@" not in parts.path:

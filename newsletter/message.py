@@ -47,6 +47,10 @@ class Message:
     headers: dict[str, str]  # List-*, Message-ID and our own; used by every adapter
     delivery_id: int | None = None
     subscriber_id: int | None = None
+    # The issue rendered once and this reader's slot values: batch APIs that substitute
+    # per recipient (SendGrid, Mailgun) send the shared body once plus these values.
+    rendered: RenderedIssue | None = field(default=None, repr=False)
+    slot_values: dict[str, str] | None = field(default=None, repr=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
 
     @property
@@ -151,6 +155,7 @@ class MessageBuilder:
         fields: dict[str, str],
         campaign_id: int | None = None,
         delivery_id: int | None = None,
+        slot_values: dict[str, str] | None = None,
     ) -> Message:
         unsubscribe_url = fields["unsubscribe_url"]
         token = unsubscribe_url.rsplit("/", 1)[-1]
@@ -177,4 +182,6 @@ class MessageBuilder:
             delivery_id=delivery_id,
             subscriber_id=recipient.id,
             dkim=self.dkim,
+            rendered=rendered if slot_values is not None else None,
+            slot_values=slot_values,
         )

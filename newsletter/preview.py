@@ -33,9 +33,7 @@ def render_preview(settings: Settings, issue_path: Path, recipient: Recipient) -
     return rendered.personalise(recipient, fields)
 
 
-def write_preview(
-    settings: Settings, issue_path: Path, recipient: Recipient, directory: Path
-) -> tuple[Path, Path]:
+def write_preview(settings: Settings, issue_path: Path, recipient: Recipient, directory: Path) -> tuple[Path, Path]:
     html, text = render_preview(settings, issue_path, recipient)
     directory.mkdir(parents=True, exist_ok=True)
     html_path = directory / f"{issue_path.stem}.html"

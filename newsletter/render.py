@@ -168,9 +168,12 @@ class RenderedIssue:
 
     def personalise(self, recipient: Recipient, fields: dict[str, str]) -> tuple[str, str]:
         """Return (html, text) for one recipient."""
-        values = self.values_for(recipient, fields)
+        return self.fill(self.values_for(recipient, fields))
+
+    def fill(self, values: dict[str, str]) -> tuple[str, str]:
+        """Join the literal pieces with these slot values, escaped for where each slot sits."""
         html = "".join(
-            (_escape_attribute(values[part]) if part in self.attribute_slots else _escape_text(values[part]))
+            (escape_attribute(values[part]) if part in self.attribute_slots else escape_text(values[part]))
             if part in values
             else part
             for part in self.html_parts
@@ -179,12 +182,12 @@ class RenderedIssue:
         return html, text
 
 
-def _escape_text(value: str) -> str:
+def escape_text(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _escape_attribute(value: str) -> str:
-    return _escape_text(value).replace('"', "&quot;")
+def escape_attribute(value: str) -> str:
+    return escape_text(value).replace('"', "&quot;")
 
 
 def split_on_markers(document: str, markers: list[str]) -> list[str]:
@@ -252,9 +255,7 @@ class Renderer:
         try:
             return env.get_template(name)
         except TemplateNotFound:
-            raise ContentError(
-                f"template '{name}' not found in {self.settings.templates_path / 'email'}"
-            ) from None
+            raise ContentError(f"template '{name}' not found in {self.settings.templates_path / 'email'}") from None
         except TemplateSyntaxError as exc:
             raise ContentError(f"{exc.filename or name}:{exc.lineno}: {exc.message}") from None
 
@@ -308,9 +309,7 @@ class Renderer:
             html = html.replace(marker, str(escape(value)))
         return inline_css(html)
 
-    def personal_fields(
-        self, recipient: Recipient, campaign_id: int | None, tokens: Tokens
-    ) -> dict[str, str]:
+    def personal_fields(self, recipient: Recipient, campaign_id: int | None, tokens: Tokens) -> dict[str, str]:
         base = self.settings.base_url.rstrip("/")
         return {
             "greeting": f"Hi {recipient.first_name}," if recipient.first_name else "Hello,",
@@ -353,7 +352,5 @@ def crisis_text(notes: Footnotes) -> str:
     lines = ["IF YOU ARE STRUGGLING RIGHT NOW", ""]
     for resource in CRISIS_RESOURCES:
         lines.append(wrap(f"- {resource['name']}: {resource['how']} ({resource['url']})", "", "  "))
-    lines.append(
-        wrap("- If you are in immediate danger, call 911 or go to the nearest emergency room.", "", "  ")
-    )
+    lines.append(wrap("- If you are in immediate danger, call 911 or go to the nearest emergency room.", "", "  "))
     return "\n".join(lines)

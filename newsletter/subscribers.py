@@ -213,9 +213,7 @@ class SubscriberList:
         """Everything held about one person (the GDPR access request)."""
         with self.db.session() as session:
             subscriber = self._get(session, email)
-            events = session.scalars(
-                select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)
-            ).all()
+            events = session.scalars(select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)).all()
             deliveries = session.scalars(
                 select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
             ).all()
@@ -269,15 +267,11 @@ class SubscriberList:
     def stats(self) -> Stats:
         with self.db.session() as session:
             by_status = dict.fromkeys(STATUSES, 0)
-            for status, count in session.execute(
-                select(Subscriber.status, func.count()).group_by(Subscriber.status)
-            ):
+            for status, count in session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)):
                 by_status[status] = count
             by_tag = dict(
                 session.execute(
-                    select(SubscriberTag.tag, func.count())
-                    .group_by(SubscriberTag.tag)
-                    .order_by(SubscriberTag.tag)
+                    select(SubscriberTag.tag, func.count()).group_by(SubscriberTag.tag).order_by(SubscriberTag.tag)
                 ).all()
             )
             suppressed = session.scalar(select(func.count()).select_from(Suppression)) or 0

@@ -32,9 +32,7 @@ class Tokens:
     def __init__(self, secret_key: str):
         if not secret_key:
             raise ConfigError("setting 'secret_key' is required to sign links", hint="run: newsletter init")
-        self._plain = {
-            purpose: URLSafeSerializer(secret_key, salt=f"newsletter.{purpose}") for purpose in PURPOSES
-        }
+        self._plain = {purpose: URLSafeSerializer(secret_key, salt=f"newsletter.{purpose}") for purpose in PURPOSES}
         self._timed = URLSafeTimedSerializer(secret_key, salt="newsletter.confirm.timed")
 
     def make(self, purpose: str, subscriber_id: int, campaign_id: int | None = None) -> str:

@@ -117,8 +117,7 @@ class Cli:
         )
         if expect is not None:
             assert result.exit_code == expect, (
-                f"exit {result.exit_code}, expected {expect}\nstdout:\n{result.stdout}\n"
-                f"stderr:\n{result.stderr}"
+                f"exit {result.exit_code}, expected {expect}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
             )
         return result
 

@@ -26,12 +26,9 @@ def test_no_horizontal_overflow(browser, artifacts, tmp_path, path, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     try:
         page.goto(page_file.as_uri())
-        overflow = page.evaluate(
-            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
         widest = page.evaluate(
-            "() => Math.max(...[...document.querySelectorAll('body *')]"
-            ".map(e => e.getBoundingClientRect().right))"
+            "() => Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right))"
         )
         page.screenshot(path=str(artifacts / f"email-{path.stem}-{width}px.png"), full_page=True)
     finally:

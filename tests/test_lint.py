@@ -87,9 +87,7 @@ def test_missing_postal_address(tmp_path):
 
 def test_template_without_unsubscribe_link(tmp_path, templates):
     layout = templates / "email" / "newsletter.html"
-    layout.write_text(
-        layout.read_text().replace('<a href="{{ personal.unsubscribe_url }}">Unsubscribe</a>', "")
-    )
+    layout.write_text(layout.read_text().replace('<a href="{{ personal.unsubscribe_url }}">Unsubscribe</a>', ""))
     findings = lint(write_issue(tmp_path, "Hello\n"), templates_dir=str(templates))
     assert any(f.rule == "footer" and "unsubscribe" in f.message for f in findings)
 
@@ -119,18 +117,14 @@ def test_unresolved_variable(tmp_path):
     findings = lint(path)
     assert [f.location for f in findings if f.rule == "variables"] == [f"{path}:7"]
     assert "default" in findings[0].message
-    with_default = write_issue(
-        tmp_path, "News for {{ subscriber.attributes.city | default('you') }}.\n", name="ok"
-    )
+    with_default = write_issue(tmp_path, "News for {{ subscriber.attributes.city | default('you') }}.\n", name="ok")
     assert lint(with_default) == []
 
 
 def test_placeholders(tmp_path):
     path = write_issue(tmp_path, "Join us. [Contact Us Today]\n\nA [real link](https://nami.org) is fine.\n")
     findings = lint(path)
-    assert [(f.rule, f.message) for f in findings] == [
-        ("placeholder", "leftover placeholder '[Contact Us Today]'")
-    ]
+    assert [(f.rule, f.message) for f in findings] == [("placeholder", "leftover placeholder '[Contact Us Today]'")]
 
 
 def test_broken_template_is_reported_with_location(tmp_path, templates):

@@ -99,9 +99,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("campaign_id", "subscriber_id"),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_deliveries_queue", ["campaign_id", "status", "next_attempt_at"], unique=False
-        )
+        batch_op.create_index("ix_deliveries_queue", ["campaign_id", "status", "next_attempt_at"], unique=False)
 
     op.create_table(
         "subscriber_tags",

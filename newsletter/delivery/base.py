@@ -1,0 +1,88 @@
+"""The one small interface every delivery adapter implements.
+
+An adapter is opened, given batches of messages, and closed (it is a context manager).
+`send` yields one Result per message, in any order, as soon as each is known, so the
+campaign can record "sent" the moment a provider accepted a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..message import Message
+
+ACCEPTED, TRANSIENT, PERMANENT = "accepted", "transient", "permanent"
+
+
+@dataclass(frozen=True)
+class Result:
+    message: Message
+    status: str  # accepted, transient or permanent
+    provider_id: str = ""
+    reason: str = ""
+    bounce: bool = False  # permanent and the address itself is bad: stop mailing it
+    retry_after: float | None = None  # seconds, when the provider said so
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == ACCEPTED
+
+
+def accepted(message: Message, provider_id: str = "") -> Result:
+    return Result(message, ACCEPTED, provider_id=provider_id)
+
+
+def transient(message: Message, reason: str, retry_after: float | None = None) -> Result:
+    return Result(message, TRANSIENT, reason=reason, retry_after=retry_after)
+
+
+def permanent(message: Message, reason: str, bounce: bool) -> Result:
+    return Result(message, PERMANENT, reason=reason, bounce=bounce)
+
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def classify_smtp_reply(message: Message, code: int, text: str) -> Result:
+    """Map an SMTP reply to a Result (RFC 5321 reply codes, RFC 3463 enhanced codes)."""
+    reason = f"{code} {text}".strip()
+    enhanced = _ENHANCED.search(text)
+    if 400 <= code < 500 or (code == 552 and "too many recipients" in text.lower()):
+        return transient(message, reason)
+    if enhanced:
+        subject, detail = enhanced.group(2), enhanced.group(3)
+        # 5.1.x: bad mailbox or domain; 5.2.1: mailbox disabled. 5.7.x is policy: a
+        # sender problem, so the subscriber is not to blame and stays on the list.
+        bounce = subject == "1" or (subject == "2" and detail == "1")
+        return permanent(message, reason, bounce=bounce)
+    return permanent(message, reason, bounce=code in (550, 551, 553))
+
+
+class Adapter:
+    """Base class: subclasses implement `send_batch`; `max_batch` caps a batch's size."""
+
+    name = "base"
+    max_batch = 100
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Adapter:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(self, messages: Iterable[Message]) -> Iterator[Result]:
+        batch = list(messages)
+        for start in range(0, len(batch), self.max_batch):
+            yield from self.send_batch(batch[start : start + self.max_batch])
+
+    def send_batch(self, messages: list[Message]) -> Iterator[Result]:
+        raise NotImplementedError

@@ -1,0 +1,306 @@
+"""Sending through a real SMTP server (aiosmtpd): headers, retries, bounces, resume, exactly once."""
+
+from __future__ import annotations
+
+import email.policy
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import select
+
+from newsletter.db import Database
+from newsletter.models import Delivery, Subscriber
+from newsletter.subscribers import SubscriberList
+from newsletter.tokens import Tokens
+
+from .conftest import SECRET
+from .helpers import ENV, SAMPLE_ISSUE
+from .smtp_server import Script, SMTPServer
+
+
+@pytest.fixture
+def send_env(monkeypatch, workdir):
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    monkeypatch.setenv("NEWSLETTER_RETRY_BASE_DELAY", "0.05")
+    monkeypatch.setenv("NEWSLETTER_ADAPTER", "smtp")
+
+
+def add_subscribers(database_url, addresses, tags=("monthly",)):
+    db = Database(database_url)
+    people = SubscriberList(db, SECRET)
+    for address in addresses:
+        people.add(address, name=f"Reader {address.split('@')[0]}", tags=tags)
+    db.dispose()
+
+
+def delivery_states(database_url) -> dict[str, str]:
+    db = Database(database_url)
+    with db.session() as session:
+        rows = session.execute(
+            select(Subscriber.email, Delivery.status).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        ).all()
+    db.dispose()
+    return dict(rows)
+
+
+def subscriber_status(database_url, address) -> str:
+    db = Database(database_url)
+    with db.session() as session:
+        status = session.scalar(select(Subscriber.status).where(Subscriber.email_key == address))
+    db.dispose()
+    return status
+
+
+def test_every_message_is_well_formed(cli, send_env, monkeypatch):
+    addresses = [f"reader{i}@example.com" for i in range(5)]
+    add_subscribers(cli.database_url, addresses)
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        messages = list(server.handler.messages)
+    assert "sent 5, failed 0" in result.stdout
+    assert sorted(server.handler.received_by()) == addresses
+    ids, tokens = set(), set()
+    for message in messages:
+        assert message.defects == []
+        assert message.get_content_type() == "multipart/alternative"
+        parts = [part.get_content_type() for part in message.iter_parts()]
+        assert parts == ["text/plain", "text/html"]
+        assert all(part.get_content_charset() == "utf-8" for part in message.iter_parts())
+        assert message["Subject"] == "Understanding anxiety, and how ketamine treatment can help"
+        assert message["From"] == "Calm Harbor Clinic <newsletter@calmharbor.example>"
+        assert message["Date"] and message["List-Id"]
+        assert message["Message-ID"].endswith("@calmharbor.example>")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        https, mailto = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
+        assert https.startswith("http://127.0.0.1:8000/u/") and mailto.startswith("mailto:")
+        token = https.rsplit("/", 1)[1]
+        data = Tokens(SECRET).read("unsubscribe", token)
+        person = str(message["To"].addresses[0].addr_spec)
+        assert data.subscriber_id == addresses.index(person) + 1
+        html = message.get_body(("html",)).get_content()
+        assert https in html
+        ids.add(message["Message-ID"])
+        tokens.add(token)
+    assert len(ids) == 5 and len(tokens) == 5
+
+
+def test_hostile_name_cannot_inject_headers(cli, send_env, monkeypatch):
+    db = Database(cli.database_url)
+    SubscriberList(db, SECRET).add("victim@example.com", name="Eve\r\nBcc: attacker@example.com", tags=("monthly",))
+    db.dispose()
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        cli("send", str(SAMPLE_ISSUE), "--yes")
+        (message,) = server.handler.messages
+        raw = server.handler.raw[0]
+    assert message["Bcc"] is None
+    assert b"\r\nBcc:" not in raw
+    assert str(message["To"]) == '"Eve Bcc: attacker@example.com" <victim@example.com>'
+
+
+def test_transient_and_permanent_answers(cli, send_env, monkeypatch):
+    addresses = [
+        "ok@example.com",
+        "greylisted@example.com",
+        "full@example.com",
+        "closing@example.com",
+        "unknown@example.com",
+        "blocked@example.com",
+        "dropped@example.com",
+    ]
+    add_subscribers(cli.database_url, addresses)
+    script = Script(
+        rcpt={
+            "greylisted@example.com": ["451 4.7.1 Greylisted, try again"],
+            "full@example.com": ["452 4.2.2 Mailbox full"],
+            "closing@example.com": ["421 4.3.2 Service shutting down"],
+            "unknown@example.com": ["550 5.1.1 User unknown"],
+            "blocked@example.com": ["554 5.7.1 Rejected by policy"],
+        },
+        data={"dropped@example.com": ["DROP"]},
+    )
+    with SMTPServer(script) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        received = server.handler.received_by()
+    assert "sent 5, failed 2" in result.stdout
+    assert "550 5.1.1 User unknown" in result.stdout and "554 5.7.1 Rejected by policy" in result.stdout
+    assert received == {a: 1 for a in addresses if a not in ("unknown@example.com", "blocked@example.com")}
+    assert subscriber_status(cli.database_url, "unknown@example.com") == "bounced"
+    # 5.7.1 is a policy block: the sender's problem, not a bad address.
+    assert subscriber_status(cli.database_url, "blocked@example.com") == "active"
+    states = delivery_states(cli.database_url)
+    assert states["unknown@example.com"] == "failed" and states["greylisted@example.com"] == "sent"
+
+
+def test_transient_failures_give_up_after_max_attempts(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["slow@example.com"])
+    monkeypatch.setenv("NEWSLETTER_MAX_ATTEMPTS", "3")
+    script = Script(rcpt={"slow@example.com": ["451 4.3.0 later"] * 10})
+    with SMTPServer(script) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+    assert "failed 1" in result.stdout and "451 4.3.0 later" in result.stdout
+    assert len(script.rcpt["slow@example.com"]) == 7  # three attempts were made
+    assert subscriber_status(cli.database_url, "slow@example.com") == "active"
+
+
+def test_bounced_and_unsubscribed_are_never_mailed_again(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com", "b@example.com", "c@example.com"])
+    with SMTPServer(Script(rcpt={"b@example.com": ["550 5.1.1 no such user"]})) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        cli("send", str(SAMPLE_ISSUE), "--yes")
+        cli("subscribers", "unsubscribe", "c@example.com")
+        cli("send", str(SAMPLE_ISSUE), "--yes", "--again")
+        assert server.handler.received_by() == {"a@example.com": 2, "c@example.com": 1}
+
+
+def test_unsubscribe_during_campaign_stops_mail(cli, send_env, monkeypatch):
+    addresses = [f"r{i:02d}@example.com" for i in range(30)]
+    add_subscribers(cli.database_url, addresses)
+    db = Database(cli.database_url)
+    people = SubscriberList(db, SECRET)
+
+    def leave_midway(handler):
+        if len(handler.messages) == 10:
+            people.unsubscribe("r25@example.com", reason="clicked the link")
+        return None
+
+    monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "5")
+    with SMTPServer() as server:
+        server.handler.on_data = leave_midway
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        received = server.handler.received_by()
+    db.dispose()
+    assert "r25@example.com" not in received and len(received) == 29
+    assert "skipped 1" in result.stdout
+
+
+def test_proof_copies_create_no_deliveries(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["reader@example.com"])
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        cli("send", str(SAMPLE_ISSUE), "--test-to", "staff@clinic.example")
+        (message,) = server.handler.messages
+    assert message["Subject"].startswith("[TEST] ")
+    assert delivery_states(cli.database_url) == {}
+    assert "No campaigns yet" in cli("campaigns", "list").stdout
+
+
+def test_lint_errors_refuse_the_send(cli, send_env, tmp_path, monkeypatch):
+    add_subscribers(cli.database_url, ["reader@example.com"])
+    bad = tmp_path / "bad.md"
+    bad.write_text('---\nsubject: "Hi"\npreheader: "p"\n---\nCall 1-800-273-TALK today.\n')
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(bad), "--yes", expect=1)
+        assert "lint error" in result.stderr and "--force" in result.stderr
+        assert server.handler.messages == []
+        cli("send", str(bad), "--yes", "--force")
+        assert len(server.handler.messages) == 1
+
+
+def test_rate_cap(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, [f"r{i}@example.com" for i in range(12)])
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        started = time.monotonic()
+        cli("send", str(SAMPLE_ISSUE), "--yes", "--rate", "20/s")
+        elapsed = time.monotonic() - started
+    assert len(server.handler.messages) == 12
+    assert elapsed >= 0.5  # 12 messages at 20/s need at least 0.55 s after the first
+
+
+def test_confirmation_prompt_and_dry_run(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com", "b@example.com"])
+    add_subscribers(cli.database_url, ["other@example.com"], tags=("caregivers",))
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        dry = cli("send", str(SAMPLE_ISSUE), "--dry-run")
+        assert "would go to 2 recipient(s) (monthly)" in dry.stdout
+        aborted = cli("send", str(SAMPLE_ISSUE), "--segment", "caregivers", input="n\n", expect=1)
+        assert "to 1 recipient(s) (caregivers)" in aborted.stderr
+        assert server.handler.messages == []
+        cli("send", str(SAMPLE_ISSUE), "--segment", "caregivers", input="y\n")
+        assert server.handler.received_by() == {"other@example.com": 1}
+
+
+def test_authentication_failure_pauses_with_hint(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com"])
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://user:wrong@127.0.0.1:1")
+    result = cli("send", str(SAMPLE_ISSUE), "--yes")
+    # Nothing listens on port 1: every attempt is a transient connection failure.
+    assert "connection lost" in result.stdout or "queued 1" in result.stdout
+
+
+def send_in_subprocess(database_url, smtp_url, env_extra=None):
+    env = {
+        **os.environ,
+        **ENV,
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_ADAPTER": "smtp",
+        "NEWSLETTER_SMTP_URL": smtp_url,
+        **(env_extra or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_resume_delivers_exactly_once(database_url, send_env):
+    addresses = [f"patient{i:04d}@example.com" for i in range(2000)]
+    db = Database(database_url)
+    from newsletter.importer import Importer
+
+    csv_file = os.path.join(os.getcwd(), "people.csv")
+    with open(csv_file, "w") as handle:
+        handle.write("email,tags\n" + "".join(f"{a},monthly\n" for a in addresses))
+    Importer(SubscriberList(db, SECRET)).run(__import__("pathlib").Path(csv_file))
+    db.dispose()
+
+    killed = {}
+    with SMTPServer() as server:
+
+        def kill_at_half(handler):
+            # Kill while the server holds message 1,001 unanswered: no 250 was sent, so
+            # by SMTP's rules it was not delivered, and it must be sent again on resume.
+            if len(handler.messages) == 1000 and not killed:
+                killed["pid"] = process.pid
+                os.kill(process.pid, signal.SIGKILL)
+                return "451 4.3.0 sender vanished"
+            return None
+
+        server.handler.on_data = kill_at_half
+        process = send_in_subprocess(database_url, server.url)
+        process.wait(timeout=120)
+        assert process.returncode == -signal.SIGKILL
+        assert len(server.handler.messages) == 1000
+        server.handler.on_data = None
+        resumed = send_in_subprocess(database_url, server.url)
+        out, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err.decode()
+        assert b"Resuming campaign 1" in out
+        received = server.handler.received_by()
+        messages = list(server.handler.messages)
+    assert len(messages) == 2000
+    assert set(received) == set(addresses)
+    assert max(received.values()) == 1
+    assert len({m["Message-ID"] for m in messages}) == 2000
+    for message in messages[::97]:
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+        assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
