@@ -15,9 +15,11 @@ from newsletter.cli import main
 from newsletter.config import load_settings
 from newsletter.db import Database, make_engine, upgrade
 
+from .helpers import ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-SECRET = "test-secret-key-0123456789abcdef"
+SECRET = ENV["NEWSLETTER_SECRET_KEY"]
 POSTGRES_URL = os.environ.get("NEWSLETTER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -104,6 +106,15 @@ def db(database_url, workdir):
 @pytest.fixture
 def settings(database_url, workdir):
     return load_settings(overrides={"database_url": database_url})
+
+
+@pytest.fixture
+def send_env(monkeypatch, workdir):
+    """Settings for sending tests: fast retries, the SMTP adapter unless a test says otherwise."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NEWSLETTER_RETRY_BASE_DELAY", "0.05")
+    monkeypatch.setenv("NEWSLETTER_ADAPTER", "smtp")
 
 
 class Cli:

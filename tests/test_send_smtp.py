@@ -11,51 +11,14 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import select
 
 from newsletter.db import Database
-from newsletter.models import Delivery, Subscriber
 from newsletter.subscribers import SubscriberList
 from newsletter.tokens import Tokens
 
 from .conftest import SECRET
-from .helpers import ENV, SAMPLE_ISSUE
+from .helpers import ENV, SAMPLE_ISSUE, add_subscribers, delivery_states, subscriber_status
 from .smtp_server import Script, SMTPServer
-
-
-@pytest.fixture
-def send_env(monkeypatch, workdir):
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
-    monkeypatch.setenv("NEWSLETTER_RETRY_BASE_DELAY", "0.05")
-    monkeypatch.setenv("NEWSLETTER_ADAPTER", "smtp")
-
-
-def add_subscribers(database_url, addresses, tags=("monthly",)):
-    db = Database(database_url)
-    people = SubscriberList(db, SECRET)
-    for address in addresses:
-        people.add(address, name=f"Reader {address.split('@')[0]}", tags=tags)
-    db.dispose()
-
-
-def delivery_states(database_url) -> dict[str, str]:
-    db = Database(database_url)
-    with db.session() as session:
-        rows = session.execute(
-            select(Subscriber.email, Delivery.status).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        ).all()
-    db.dispose()
-    return dict(rows)
-
-
-def subscriber_status(database_url, address) -> str:
-    db = Database(database_url)
-    with db.session() as session:
-        status = session.scalar(select(Subscriber.status).where(Subscriber.email_key == address))
-    db.dispose()
-    return status
 
 
 def test_every_message_is_well_formed(cli, send_env, monkeypatch):
