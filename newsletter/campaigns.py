@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 from .config import Settings
 from .content import Issue, load_issue
 from .delivery import Adapter, make_adapter
-from .errors import DataError, DeliveryError, NewsletterError
+from .delivery.base import permanent
+from .errors import ContentError, DataError, DeliveryError, NewsletterError
 from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
@@ -156,11 +158,7 @@ class Sender:
     def _send(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]):
         """Send one claimed batch, recording each result as it arrives."""
         pending = {row.delivery_id for row in claimed}
-        messages = []
-        for row in claimed:
-            recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes)
-            messages.append(self.composer.compose(rendered, recipient, campaign_id, row.delivery_id))
-        results = self.adapter.send(messages)
+        results = self.adapter.send(self._compose_ahead(rendered, campaign_id, claimed))
         try:
             for result in results:
                 self.store.record(result, campaign_id, self.settings.max_attempts, self.settings.retry_base_delay)
@@ -174,6 +172,28 @@ class Sender:
         finally:
             results.close()
             self.store.release(sorted(pending))
+
+    def _compose_ahead(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]) -> Iterator[Message]:
+        """Messages in order, built (MIME bytes included) on a helper thread while the
+        adapter waits for the server's replies; a reader whose personalisation fails gets a
+        permanent failure, and the batch goes on."""
+
+        def build(row: Claimed) -> Message | ContentError:
+            recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes)
+            try:
+                message = self.composer.compose(rendered, recipient, campaign_id, row.delivery_id)
+            except ContentError as exc:
+                return exc
+            message.as_bytes()  # cached on the message
+            return message
+
+        with ThreadPoolExecutor(1, thread_name_prefix="compose") as helper:
+            for row, built in zip(claimed, helper.map(build, claimed), strict=True):
+                if isinstance(built, ContentError):
+                    failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
+                    self.store.record(permanent(failed, str(built), bounce=False), campaign_id, 1, 0)
+                    continue
+                yield built
 
     def _wait_until(self, moment: datetime | None) -> None:
         delay = (moment - utcnow()).total_seconds() if moment else 1.0

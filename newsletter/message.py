@@ -51,6 +51,7 @@ class Message:
     # per recipient (SendGrid, Mailgun) send the shared body once plus these values.
     rendered: RenderedIssue | None = field(default=None, repr=False)
     slot_values: dict[str, str] | None = field(default=None, repr=False)
+    _bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
 
     @property
@@ -62,6 +63,12 @@ class Message:
         return formataddr((" ".join(self.to_name.split()), self.to_email), charset="utf-8")
 
     def as_bytes(self) -> bytes:
+        """The MIME bytes, built once (the campaign builds them ahead, on a helper thread)."""
+        if self._bytes is None:
+            self._bytes = self._serialise()
+        return self._bytes
+
+    def _serialise(self) -> bytes:
         """RFC 5322 bytes with CRLF line ends: multipart/alternative, text then HTML.
 
         Written directly rather than through email.message.EmailMessage, which spends

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
 
 from .db import Database
 from .delivery import ACCEPTED, TRANSIENT, Result
@@ -20,6 +20,22 @@ from .subscribers import change_status
 
 CLAIM_LEASE = timedelta(minutes=10)
 OPEN_STATUSES = ("scheduled", "running", "paused")
+
+
+# Built once: the per-message hot path should not rebuild (or ORM-synchronise) a statement.
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("b_id"), Delivery.status == "queued")
+    .values(
+        status="sent",
+        sent_at=bindparam("b_now"),
+        provider_id=bindparam("b_provider"),
+        error="",
+        attempts=Delivery.attempts + 1,
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
 
 
 def worker_id() -> str:
@@ -261,20 +277,10 @@ class CampaignStore:
         """Write one result at once: 'sent' is durable the moment the provider accepted."""
         message = result.message
         now = utcnow()
-        if result.status == ACCEPTED:  # the common case: one UPDATE, one commit
-            with self.db.session() as session:
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == message.delivery_id, Delivery.status == "queued")
-                    .values(
-                        status="sent",
-                        sent_at=now,
-                        provider_id=result.provider_id[:200],
-                        error="",
-                        attempts=Delivery.attempts + 1,
-                        claimed_by=None,
-                        claimed_until=None,
-                    )
+        if result.status == ACCEPTED:  # the common case: one prepared UPDATE, one commit
+            with self.db.engine.begin() as connection:
+                connection.execute(
+                    _MARK_SENT, {"b_id": message.delivery_id, "b_now": now, "b_provider": result.provider_id[:200]}
                 )
             return
         with self.db.session() as session:

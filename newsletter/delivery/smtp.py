@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import smtplib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from urllib.parse import unquote, urlsplit
 
@@ -154,6 +154,14 @@ class SMTPAdapter(Adapter):
             return connection.send(message)
         finally:
             self._connections.put(connection)
+
+    def send(self, messages: Iterable[Message]) -> Iterator[Result]:
+        """One connection: take messages one by one as they are built (no batching needed)."""
+        if self._executor is None:
+            for message in messages:
+                yield self._send_one(message)
+            return
+        yield from super().send(messages)
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         if self._executor is None:
