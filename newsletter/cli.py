@@ -672,3 +672,20 @@ def campaigns_cancel(app: App, campaign_id: int) -> None:
     """Stop a campaign for good; queued deliveries are not sent."""
     campaigns_service(app).cancel(campaign_id)
     click.echo(f"Campaign {campaign_id} cancelled.")
+
+
+# -- web app -------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@pass_app
+def serve(app: App, host: str, port: int, threads: int) -> None:
+    """Serve the subscriber web app (unsubscribe, signup, preferences, archive, webhooks) with waitress."""
+    import waitress
+
+    from .web import create_app
+
+    web_app = create_app(app.settings)
+    click.echo(f"Serving on http://{host}:{port}/ (public URL: {app.settings.base_url}); Ctrl-C to stop.")
+    waitress.serve(web_app, host=host, port=port, threads=threads, ident="newsletter")

@@ -74,6 +74,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_attempts", 5, int, "Attempts per message before a transient failure becomes final"),
     Option("retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"),
     Option("batch_size", 50, int, "Deliveries claimed per batch"),
+    Option(
+        "topics",
+        "monthly, patients, caregivers",
+        str,
+        "Comma-separated tags subscribers may choose in the preference centre",
+    ),
+    Option(
+        "consent_text",
+        "Yes, send me the Calm Harbor newsletter: education about anxiety and ketamine "
+        "treatment, tips and patient stories. I can unsubscribe at any time.",
+        str,
+        "The wording shown next to the signup checkbox, stored with every consent",
+    ),
+    Option("subscribe_rate_limit", "5 per 10 minutes", str, "Signups allowed per IP address"),
+    Option("proxy_count", 0, int, "Reverse proxies in front of `serve` whose X-Forwarded-* headers to trust"),
+    Option(
+        "postmark_webhook_auth", "", str, "user:password expected as HTTP Basic auth on Postmark webhooks", secret=True
+    ),
+    Option("sendgrid_webhook_public_key", "", str, "SendGrid event webhook verification key (base64)", secret=True),
+    Option("mailgun_webhook_signing_key", "", str, "Mailgun webhook signing key", secret=True),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -110,6 +130,13 @@ class Settings:
     max_attempts: int
     retry_base_delay: float
     batch_size: int
+    topics: str
+    consent_text: str
+    subscribe_rate_limit: str
+    proxy_count: int
+    postmark_webhook_auth: str
+    sendgrid_webhook_public_key: str
+    mailgun_webhook_signing_key: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def require(self, *names: str, why: str) -> None:
@@ -132,6 +159,10 @@ class Settings:
         from email.utils import parseaddr
 
         return parseaddr(self.from_address)[1].rpartition("@")[2] or "localhost"
+
+    @property
+    def topic_list(self) -> list[str]:
+        return [topic.strip() for topic in self.topics.split(",") if topic.strip()]
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

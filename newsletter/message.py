@@ -192,3 +192,19 @@ class MessageBuilder:
             rendered=rendered if slot_values is not None else None,
             slot_values=slot_values,
         )
+
+
+def transactional(settings: Settings, to_email: str, to_name: str, subject: str, text: str, html: str) -> Message:
+    """A one-off message (signup confirmation): no list headers, it is not a newsletter."""
+    message_id = make_msgid(domain=settings.from_domain)
+    return Message(
+        to_email=to_email,
+        to_name=to_name,
+        from_address=settings.from_address,
+        reply_to=settings.reply_to,
+        subject=subject,
+        html=html,
+        text=text,
+        message_id=message_id,
+        headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
+    )

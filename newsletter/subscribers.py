@@ -208,6 +208,96 @@ class SubscriberList:
             )
             session.delete(subscriber)
 
+    # -- changes the subscriber makes (web app, webhooks) -------------------------------
+    def get_by_id(self, session: Session, subscriber_id: int) -> Subscriber:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is None:
+            raise NotFound("no such subscriber")
+        return subscriber
+
+    def unsubscribe_id(self, subscriber_id: int, source: str, campaign_id: int | None = None) -> Subscriber:
+        """Idempotent: an address that already left stays as it is."""
+        with self.db.session() as session:
+            subscriber = self.get_by_id(session, subscriber_id)
+            if subscriber.status not in FINAL_STATUSES:
+                change_status(session, subscriber, "unsubscribed", source, campaign_id=campaign_id)
+            return subscriber
+
+    def resubscribe_id(self, subscriber_id: int, source: str = "web") -> Subscriber:
+        """Undo an unsubscribe from the page that confirmed it (the reader's own click)."""
+        with self.db.session() as session:
+            subscriber = self.get_by_id(session, subscriber_id)
+            if subscriber.status == "unsubscribed":
+                change_status(session, subscriber, "active", "confirm", reason=f"resubscribed ({source})")
+            return subscriber
+
+    def signup(self, email: str, name: str, ip: str, consent_text: str, source: str) -> Subscriber | None:
+        """A signup form submission. Returns the subscriber to send a confirmation to, or
+        None when nothing should be sent (bounced, complained, erased, already active);
+        the caller answers the same way in every case, so the form reveals nothing."""
+        address, key = normalize_email(email)
+        with self.db.session() as session:
+            if self.is_suppressed(session, key):
+                return None
+            subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+            if subscriber is None:
+                subscriber = Subscriber(
+                    email=address,
+                    email_key=key,
+                    name=clean_text(name),
+                    status="pending",
+                    attributes={},
+                    consent_source=clean_text(source),
+                    tag_rows=[],
+                )
+                session.add(subscriber)
+                session.flush()
+                record_event(session, subscriber.id, "created", "web", new_status="pending")
+            elif subscriber.status not in ("pending", "unsubscribed"):
+                return None
+            # The consent on record is the latest one asked for, with its exact wording.
+            subscriber.consent_at = utcnow()
+            subscriber.consent_ip = clean_text(ip, 64)
+            subscriber.consent_text = clean_text(consent_text, 2000)
+            subscriber.consent_source = clean_text(source)
+            return subscriber
+
+    def confirm_id(self, subscriber_id: int) -> Subscriber:
+        with self.db.session() as session:
+            subscriber = self.get_by_id(session, subscriber_id)
+            if subscriber.status in ("pending", "unsubscribed"):
+                change_status(session, subscriber, "active", "confirm", reason="double opt-in confirmed")
+            return subscriber
+
+    def update_preferences(self, subscriber_id: int, name: str, topics: list[str], offered: list[str]) -> Subscriber:
+        """Set the name and the chosen topics; tags that are not topics are left alone."""
+        with self.db.session() as session:
+            subscriber = self.get_by_id(session, subscriber_id)
+            subscriber.name = clean_text(name)
+            chosen = {topic for topic in topics if topic in offered}
+            subscriber.tag_rows = [row for row in subscriber.tag_rows if row.tag not in offered or row.tag in chosen]
+            for tag in sorted(chosen - set(subscriber.tags)):
+                subscriber.tag_rows.append(SubscriberTag(tag=tag))
+            record_event(session, subscriber.id, "preferences", "web")
+            session.flush()
+            return subscriber
+
+    def provider_event(self, email: str, new_status: str, source: str, reason: str) -> bool:
+        """A bounce or complaint reported by a provider's webhook; False if unknown address."""
+        try:
+            _, key = normalize_email(email)
+        except DataError:
+            return False
+        with self.db.session() as session:
+            subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+            if subscriber is None:
+                return False
+            if subscriber.status != new_status and (
+                subscriber.status not in FINAL_STATUSES or new_status == "complained"
+            ):
+                change_status(session, subscriber, new_status, source, reason)
+            return True
+
     # -- reading -----------------------------------------------------------------------
     def show(self, email: str) -> dict[str, Any]:
         """Everything held about one person (the GDPR access request)."""
