@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,23 +67,9 @@ class Composer:
         return self.builder.build(rendered, recipient, html, text, fields, campaign_id, delivery_id, slot_values=values)
 
 
-class RateLimiter:
-    """At most `rate` messages per second, measured from the start of the run."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-        self.started = time.monotonic()
-        self.count = 0
-
-    def chunk(self, batch_size: int) -> int:
-        return batch_size if not self.rate else max(1, min(batch_size, math.ceil(self.rate / 10)))
-
-    def wait(self, messages: int) -> None:
-        if self.rate:
-            due = self.started + (self.count + messages) / self.rate - time.monotonic()
-            if due > 0:
-                time.sleep(due)
-        self.count += messages
+def batch_for_rate(batch_size: int, rate: float) -> int:
+    """Small batches under a rate cap, so a batch's messages are spread, not bursted."""
+    return batch_size if not rate else max(1, min(batch_size, math.ceil(rate / 10)))
 
 
 class Sender:
@@ -94,28 +81,33 @@ class Sender:
         store: CampaignStore,
         adapter: Adapter,
         progress: Callable[[Progress], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ):
         self.settings = settings
         self.store = store
         self.adapter = adapter
         self.composer = Composer(settings)
         self.progress = progress
-        self.sleep = sleep
         self.worker = worker_id()
-        self.stop_requested = False
+        self._stop = stop or threading.Event()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
-        self.stop_requested = True
+        self._stop.set()
 
-    def run(self, campaign_id: int) -> Summary:
+    def run(self, campaign_id: int, pause_on_stop: bool = True) -> Summary:
+        """Send until the queue is empty or a stop is requested; a worker stopping passes
+        pause_on_stop=False, since other workers carry on with the campaign."""
         campaign = self.store.get(campaign_id)
         if campaign.status in ("done", "cancelled"):
             return self.store.summary(campaign_id)
         rendered = RenderedIssue.from_snapshot(campaign.snapshot)
         self.store.release_dead_claims(campaign_id)
         self.store.set_status(campaign_id, "running")
-        limiter = RateLimiter(campaign.rate or self.settings.rate)
+        rate = campaign.rate or self.settings.rate
         started, sent_now = time.monotonic(), 0
         summary = self.store.summary(campaign_id)
         total = summary.total
@@ -124,15 +116,17 @@ class Sender:
             while not self.stop_requested:
                 if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
                     break
-                claimed = self.store.claim(campaign_id, self.worker, limiter.chunk(self.settings.batch_size))
+                claimed = self.store.claim(campaign_id, self.worker, batch_for_rate(self.settings.batch_size, rate))
                 if not claimed:
                     queued, next_try = self.store.remaining(campaign_id)
                     if queued == 0:
                         self.store.set_status(campaign_id, "done")
                         break
+                    self.store.release_dead_claims(campaign_id)
                     self._wait_until(next_try)
                     continue
-                limiter.wait(len(claimed))
+                if rate:
+                    self._pace(campaign_id, len(claimed), rate)
                 for result in self._send(rendered, campaign_id, claimed):
                     if result.accepted:
                         counts["sent"] += 1
@@ -151,7 +145,7 @@ class Sender:
                             sent_now / elapsed if elapsed else 0.0,
                         )
                     )
-        if self.stop_requested and self.store.status(campaign_id) == "running":
+        if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":
             self.store.set_status(campaign_id, "paused")
         return self.store.summary(campaign_id)
 
@@ -195,9 +189,14 @@ class Sender:
                     continue
                 yield built
 
+    def _pace(self, campaign_id: int, count: int, rate: float) -> None:
+        """Wait for this batch's slot on the campaign's shared clock (all workers share it)."""
+        start = self.store.reserve_send_slots(campaign_id, count, rate, time.time())
+        self._stop.wait(max(0.0, start - time.time()))
+
     def _wait_until(self, moment: datetime | None) -> None:
         delay = (moment - utcnow()).total_seconds() if moment else 1.0
-        self.sleep(min(max(delay, 0.05), 1.0))
+        self._stop.wait(min(max(delay, 0.05), 1.0))
 
 
 class Campaigns:

@@ -473,7 +473,7 @@ def campaigns_service(app: App):
     from .campaigns import Campaigns
     from .store import CampaignStore
 
-    return Campaigns(app.settings, CampaignStore(app.db))
+    return Campaigns(app.settings, CampaignStore(app.db, app.settings.claim_lease))
 
 
 def run_sender(app: App, campaign) -> None:
@@ -566,6 +566,13 @@ def print_summary(summary) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Send even if lint reports errors.")
 @click.option("--again", is_flag=True, help="Send an issue that was already sent, as a new campaign.")
+@click.option("--queue", "queue_only", is_flag=True, help="Create the campaign and leave the sending to workers.")
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M%z"]),
+    help='Queue for workers to start at this time, e.g. "2026-12-01T09:00:00+00:00".',
+)
 @pass_app
 def send(
     app: App,
@@ -578,6 +585,8 @@ def send(
     yes: bool,
     force: bool,
     again: bool,
+    queue_only: bool,
+    at,
 ) -> None:
     """Send an issue to a segment, exactly once per subscriber; re-running resumes."""
     from .delivery import make_adapter
@@ -596,6 +605,9 @@ def send(
         click.echo(f"Sent {len(test_to)} proof cop{'y' if len(test_to) == 1 else 'ies'} via {settings.adapter}.")
         return
     existing = service.open_campaign(rendered.slug, again)
+    if existing is not None and (queue_only or at):
+        click.echo(f"Campaign {existing.id} for '{existing.slug}' is already {existing.status}.")
+        return
     if existing is not None:
         if existing.content_hash != rendered.content_hash:
             click.echo(
@@ -622,8 +634,15 @@ def send(
             abort=True,
             err=True,
         )
-    campaign, queued = service.create(rendered, segment, settings.adapter, settings.rate)
-    click.echo(f"Campaign {campaign.id}: {queued} deliveries queued.")
+    campaign, queued = service.create(rendered, segment, settings.adapter, settings.rate, scheduled_at=at)
+    when = f" to start at {at.isoformat()}" if at else ""
+    click.echo(f"Campaign {campaign.id}: {queued} deliveries queued{when}.")
+    if queue_only or at:
+        if app.db.dialect == "postgresql":
+            click.echo("Workers send it: newsletter worker (on as many machines as you like).")
+        else:
+            click.echo(f"Workers need PostgreSQL; on SQLite send it with: newsletter campaigns resume {campaign.id}")
+        return
     run_sender(app, campaign)
 
 
@@ -662,7 +681,7 @@ def campaigns_resume(app: App, campaign_id: int) -> None:
     campaign = campaigns_service(app).store.get(campaign_id)
     if campaign.status == "cancelled":
         raise NewsletterError(f"campaign {campaign_id} was cancelled")
-    run_sender(app, campaign)
+    run_sender(app, campaign)  # a scheduled campaign resumed by hand starts now
 
 
 @campaigns.command("cancel")
@@ -689,3 +708,39 @@ def serve(app: App, host: str, port: int, threads: int) -> None:
     web_app = create_app(app.settings)
     click.echo(f"Serving on http://{host}:{port}/ (public URL: {app.settings.base_url}); Ctrl-C to stop.")
     waitress.serve(web_app, host=host, port=port, threads=threads, ident="newsletter")
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Campaign senders in this process (each with its own connection).",
+)
+@click.option("--exit-when-idle", is_flag=True, help="Stop once no campaign has queued deliveries (for cron/CI).")
+@pass_app
+def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
+    """Send queued campaigns alongside other workers (PostgreSQL); stops cleanly on SIGTERM/Ctrl-C."""
+    import signal
+
+    from .store import CampaignStore
+    from .worker import Worker
+
+    runner = Worker(
+        app.settings,
+        CampaignStore(app.db, app.settings.claim_lease),
+        concurrency,
+        log=lambda line: click.echo(line, err=True),
+    )
+
+    def stop(_signum, _frame) -> None:
+        click.echo("Stopping after the messages in flight...", err=True)
+        runner.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    click.echo(f"Worker started ({concurrency} sender(s)); waiting for campaigns.", err=True)
+    runner.run(idle_exit=exit_when_idle)
+    if runner.errors and exit_when_idle:
+        raise NewsletterError(runner.errors[-1])

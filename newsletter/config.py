@@ -75,6 +75,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"),
     Option("batch_size", 50, int, "Deliveries claimed per batch"),
     Option(
+        "claim_lease", 300.0, float, "Seconds a worker's claim on a batch lasts; then another worker may take it over"
+    ),
+    Option(
         "topics",
         "monthly, patients, caregivers",
         str,
@@ -130,6 +133,7 @@ class Settings:
     max_attempts: int
     retry_base_delay: float
     batch_size: int
+    claim_lease: float
     topics: str
     consent_text: str
     subscribe_rate_limit: str
@@ -221,6 +225,8 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(
                 f"setting 'smtp_url' ({where('smtp_url')}) must look like smtp://user:pass@host:587 or smtps://host:465"
             )
+    if values["claim_lease"] < 5:
+        raise ConfigError(f"setting 'claim_lease' ({where('claim_lease')}) must be at least 5 seconds")
     for name in ("smtp_pool", "max_attempts", "batch_size"):
         if values[name] < 1:
             raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")

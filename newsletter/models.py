@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -128,6 +129,8 @@ class Campaign(Base):
     status: Mapped[str] = mapped_column(String(20), default="running", index=True)
     adapter: Mapped[str] = mapped_column(String(20))
     rate: Mapped[float] = mapped_column(default=0.0)
+    # Epoch seconds up to which send slots are handed out (campaign-wide rate limit).
+    rate_clock: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

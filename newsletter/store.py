@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, literal, or_, select, update
 
 from .db import Database
 from .delivery import ACCEPTED, TRANSIENT, Result
@@ -18,7 +18,6 @@ from .models import Campaign, Delivery, Subscriber, SubscriberTag, utcnow
 from .render import RenderedIssue
 from .subscribers import change_status
 
-CLAIM_LEASE = timedelta(minutes=10)
 OPEN_STATUSES = ("scheduled", "running", "paused")
 
 
@@ -87,8 +86,11 @@ def segment_filter(segment: list[str]):
 
 
 class CampaignStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, claim_lease: float = 300.0):
         self.db = db
+        # A claim outlives a batch's sending time (keep it above batch_size x smtp_timeout);
+        # when it lapses, the batch is another worker's to take.
+        self.claim_lease = timedelta(seconds=claim_lease)
 
     # -- campaigns -----------------------------------------------------------------------
     def count_recipients(self, segment: list[str]) -> int:
@@ -167,6 +169,43 @@ class CampaignStore:
         with self.db.session() as session:
             session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
 
+    def reserve_send_slots(self, campaign_id: int, count: int, rate: float, now: float) -> float:
+        """Reserve `count` sends at `rate`/s on the campaign's shared clock; return the
+        epoch time the first may go. One atomic UPDATE, so every worker on every machine
+        draws from the same budget (their clocks should agree, as NTP makes them)."""
+        cost = count / rate
+        clock = case((Campaign.rate_clock < now, now), else_=Campaign.rate_clock) + cost
+        with self.db.session() as session:
+            reserved_until = session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id)
+                .values(rate_clock=clock)
+                .returning(Campaign.rate_clock)
+            ).scalar_one()
+        return reserved_until - cost
+
+    def next_runnable(self) -> Campaign | None:
+        """A running campaign with work, starting scheduled ones whose time has come."""
+        now = utcnow()
+        with self.db.session() as session:
+            session.execute(
+                update(Campaign)
+                .where(Campaign.status == "scheduled", Campaign.scheduled_at <= now)
+                .values(status="running", started_at=now)
+            )
+        with self.db.session() as session:
+            return session.scalars(
+                select(Campaign)
+                .where(
+                    Campaign.status == "running",
+                    select(Delivery.id)
+                    .where(Delivery.campaign_id == Campaign.id, Delivery.status == "queued")
+                    .exists(),
+                )
+                .order_by(Campaign.id)
+                .limit(1)
+            ).first()
+
     def status(self, campaign_id: int) -> str:
         with self.db.session() as session:
             return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) or ""
@@ -202,7 +241,7 @@ class CampaignStore:
                         Delivery.status == "queued",
                         or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
                     )
-                    .values(claimed_by=worker, claimed_until=now + CLAIM_LEASE)
+                    .values(claimed_by=worker, claimed_until=now + self.claim_lease)
                     .returning(Delivery.id)
                 )
             )
@@ -353,4 +392,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process nobody has reaped yet (a zombie) still answers signal 0
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -75,6 +75,19 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
+def postgres_url():
+    """An initialised, empty PostgreSQL schema (for PostgreSQL-only features such as workers)."""
+    if not _POSTGRES:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
+    url, schema = postgres_schema_url()
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    drop_postgres_schema(schema)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'subscribers.db'}"
     engine = make_engine(url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import socket
 import threading
 from collections import Counter
@@ -27,7 +28,7 @@ class RecordingHandler:
         self.raw: list[bytes] = []
         self.lock = threading.Lock()
         self.connections = 0
-        self.on_data = None  # callable(handler) -> str | None, for tests that need a hook
+        self.on_data = None  # callable(handler, session) -> str | None, for tests that need a hook
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         with self.lock:
@@ -45,7 +46,7 @@ class RecordingHandler:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         if self.on_data is not None:
-            answer = self.on_data(self)
+            answer = self.on_data(self, session)
             if answer:
                 return answer
         recipient = envelope.rcpt_tos[0].lower()
@@ -89,3 +90,25 @@ class SMTPServer:
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
+
+
+def pid_of_peer(port: int, pids: list[int]) -> int | None:
+    """Which of `pids` owns the client end of a connection from 127.0.0.1:`port` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        if any(link.startswith("socket:[") and link[8:-1] in inodes for link in links):
+            return pid
+    return None

@@ -132,7 +132,7 @@ def test_unsubscribe_during_campaign_stops_mail(cli, send_env, monkeypatch):
     db = Database(cli.database_url)
     people = SubscriberList(db, SECRET)
 
-    def leave_midway(handler):
+    def leave_midway(handler, session):
         if len(handler.messages) == 10:
             people.unsubscribe("r25@example.com", reason="clicked the link")
         return None
@@ -238,7 +238,7 @@ def test_sigkill_midway_then_resume_delivers_exactly_once(database_url, send_env
     killed = {}
     with SMTPServer() as server:
 
-        def kill_at_half(handler):
+        def kill_at_half(handler, session):
             # Kill while the server holds message 1,001 unanswered: no 250 was sent, so
             # by SMTP's rules it was not delivered, and it must be sent again on resume.
             if len(handler.messages) == 1000 and not killed:
