@@ -40,11 +40,6 @@ class Progress:
     failed: int
     rate: float
 
-    @property
-    def eta(self) -> float | None:
-        left = self.total - self.done
-        return left / self.rate if self.rate > 0 and left > 0 else None
-
 
 class Composer:
     """Turns a claimed delivery into the Message for that reader."""
@@ -65,6 +60,9 @@ class Composer:
         values = rendered.values_for(recipient, fields)
         html, text = rendered.fill(values)
         return self.builder.build(rendered, recipient, html, text, fields, campaign_id, delivery_id, slot_values=values)
+
+
+PROGRESS_EVERY = 1.0  # seconds between progress reports
 
 
 def batch_for_rate(batch_size: int, rate: float) -> int:
@@ -108,7 +106,7 @@ class Sender:
         self.store.release_dead_claims(campaign_id)
         self.store.set_status(campaign_id, "running")
         rate = campaign.rate or self.settings.rate
-        started, sent_now = time.monotonic(), 0
+        started, sent_now, reported = time.monotonic(), 0, 0.0
         summary = self.store.summary(campaign_id)
         total = summary.total
         counts = {"sent": summary.counts["sent"], "failed": summary.counts["failed"]}
@@ -133,8 +131,9 @@ class Sender:
                         sent_now += 1
                     elif result.status == "permanent":
                         counts["failed"] += 1
-                if self.progress:
-                    queued, _ = self.store.remaining(campaign_id)
+                if self.progress and time.monotonic() - reported >= PROGRESS_EVERY:
+                    reported = time.monotonic()
+                    queued, _ = self.store.remaining(campaign_id)  # a count over the campaign: not per batch
                     elapsed = time.monotonic() - started
                     self.progress(
                         Progress(

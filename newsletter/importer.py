@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from .addresses import clean_attributes, clean_tag, clean_text, normalize_email, suppression_hash
@@ -352,7 +352,9 @@ class Importer:
     def _drop_duplicates(self, session: Session, batch: list[Row], report: ImportReport) -> list[Row]:
         first_line: dict[str, int] = {}
         for key, line in session.execute(
-            text("SELECT email_key, line FROM import_seen WHERE email_key IN :keys").bindparams(_expanding("keys")),
+            text("SELECT email_key, line FROM import_seen WHERE email_key IN :keys").bindparams(
+                bindparam("keys", expanding=True)
+            ),
             {"keys": [row.key for row in batch]},
         ):
             first_line[key] = line
@@ -455,12 +457,6 @@ class _CountingReader(io.RawIOBase):
     def close(self) -> None:
         self.raw.close()
         super().close()
-
-
-def _expanding(name: str):
-    from sqlalchemy import bindparam
-
-    return bindparam(name, expanding=True)
 
 
 def write_rejects(path: Path, rejects: list[Reject]) -> None:

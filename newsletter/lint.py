@@ -14,7 +14,7 @@ import requests
 from .config import Settings
 from .content import Issue, load_issue
 from .errors import ContentError
-from .render import DISCLAIMER, EMPTY_RECIPIENT, SAMPLE_RECIPIENT, RenderedIssue, Renderer
+from .render import DISCLAIMER, EMPTY_RECIPIENT, PERSONAL_FIELDS, SAMPLE_RECIPIENT, RenderedIssue, Renderer
 from .tokens import Tokens
 
 GMAIL_CLIP_BYTES = 102 * 1024
@@ -118,7 +118,7 @@ class Linter:
         try:
             rendered.values_for(
                 EMPTY_RECIPIENT,
-                dict.fromkeys(("greeting", "email", "unsubscribe_url", "preferences_url"), ""),
+                dict.fromkeys(PERSONAL_FIELDS, ""),
             )
         except ContentError as exc:
             finding = _from_error(exc, "variables")

@@ -141,7 +141,7 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
-        Index("ix_deliveries_queue", "campaign_id", "status", "next_attempt_at"),
+        Index("ix_deliveries_queue", "campaign_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
