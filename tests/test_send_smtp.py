@@ -267,3 +267,59 @@ def test_sigkill_midway_then_resume_delivers_exactly_once(database_url, send_env
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
         assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_dkim_signature_covers_list_unsubscribe(cli, send_env, monkeypatch, tmp_path):
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + __import__("base64").b64encode(public)
+    monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", "nl2026")
+    monkeypatch.setenv("NEWSLETTER_DKIM_PRIVATE_KEY", str(tmp_path / "dkim.pem"))
+    add_subscribers(cli.database_url, ["a@example.com"])
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        cli("send", str(SAMPLE_ISSUE), "--yes")
+        (raw,) = server.handler.raw
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    tags = dict(
+        part.strip().split("=", 1)
+        for part in " ".join(str(message["DKIM-Signature"]).split()).split(";")
+        if "=" in part
+    )
+    assert tags["d"] == "calmharbor.example" and tags["s"] == "nl2026"
+    signed = [name.strip().lower() for name in tags["h"].replace(" ", "").split(":")]
+    assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
+    assert dkim.verify(
+        raw, dnsfunc=lambda name, timeout=5: record if name == b"nl2026._domainkey.calmharbor.example." else None
+    )
+    assert not dkim.verify(
+        raw.replace(
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: List-Unsubscribe=Two-Click"
+        ),
+        dnsfunc=lambda name, timeout=5: record,
+    )
+
+
+def test_cancel_stops_a_campaign(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com", "b@example.com"])
+    monkeypatch.setenv("NEWSLETTER_ADAPTER", "outbox")
+    result = cli("send", str(SAMPLE_ISSUE), "--yes", "--queue")
+    assert "Campaign 1: 2 deliveries queued." in result.stdout
+    if cli.database_url.startswith("sqlite"):
+        assert "campaigns resume 1" in result.stdout  # SQLite has no workers: say how to send it
+    else:
+        assert "newsletter worker" in result.stdout
+    cli("campaigns", "cancel", "1")
+    assert "[cancelled]" in cli("campaigns", "show", "1").stdout
+    refused = cli("campaigns", "resume", "1", expect=1)
+    assert "was cancelled" in refused.stderr
+    again = cli("campaigns", "cancel", "1", expect=1)
+    assert "already cancelled" in again.stderr

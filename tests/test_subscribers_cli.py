@@ -197,3 +197,35 @@ def test_forget_erases_personal_data(cli):
         assert kinds == ["created", "forgotten"]
     db.dispose()
     assert "Suppressed (erased): 1" in cli("subscribers", "stats").stdout
+
+
+def test_interrupted_import_leaves_whole_batches_and_resumes(cli, tmp_path, monkeypatch):
+    from newsletter import importer as importer_module
+
+    monkeypatch.setattr(importer_module, "BATCH_ROWS", 100)
+    rows = "".join(f"p{i}@example.com,Person {i}\n" for i in range(1000))
+    path = write_csv(tmp_path / "big.csv", "email,name\n" + rows)
+    read = {"bytes": 0}
+
+    def ctrl_c_midway(count):
+        read["bytes"] += count
+        if read["bytes"] > 12_000:
+            raise KeyboardInterrupt
+
+    db = Database(cli.database_url)
+    people = importer_module.SubscriberList(db, cli_secret())
+    report = importer_module.Importer(people).run(__import__("pathlib").Path(path), progress=ctrl_c_midway)
+    assert report.interrupted
+    with db.session() as session:
+        stored = len(session.scalars(select(Subscriber.id)).all())
+    db.dispose()
+    assert stored > 0 and stored % 100 == 0  # whole batches only
+    assert report.committed_through == stored + 1  # line numbers count the header
+    result = cli("subscribers", "import", path)
+    assert f"added {1000 - stored}, updated 0, unchanged {stored}, rejected 0." in result.stdout
+
+
+def cli_secret() -> str:
+    from .conftest import SECRET
+
+    return SECRET
