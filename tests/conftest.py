@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,44 +57,45 @@ def drop_postgres_schema(schema: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """An initialised, empty database: SQLite file, then PostgreSQL where reachable."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'subscribers.db'}"
-        schema = None
-    else:
-        if not _POSTGRES:
-            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
-        url, schema = postgres_schema_url()
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    if schema:
-        drop_postgres_schema(schema)
-
-
-@pytest.fixture
-def postgres_url():
-    """An initialised, empty PostgreSQL schema (for PostgreSQL-only features such as workers)."""
-    if not _POSTGRES:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
-    url, schema = postgres_schema_url()
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    drop_postgres_schema(schema)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'subscribers.db'}"
+def initialised(url: str) -> str:
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     return url
+
+
+@contextmanager
+def fresh_postgres():
+    """A new, initialised schema in the test database, dropped afterwards; skip without PostgreSQL."""
+    if not _POSTGRES:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
+    url, schema = postgres_schema_url()
+    try:
+        yield initialised(url)
+    finally:
+        drop_postgres_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An initialised, empty database: SQLite file, then PostgreSQL where reachable."""
+    if request.param == "sqlite":
+        yield initialised(f"sqlite:///{tmp_path / 'subscribers.db'}")
+        return
+    with fresh_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url():
+    """For PostgreSQL-only features such as workers."""
+    with fresh_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return initialised(f"sqlite:///{tmp_path / 'subscribers.db'}")
 
 
 @pytest.fixture
