@@ -125,6 +125,9 @@ class Sender:
                     continue
                 if rate:
                     self._pace(campaign_id, len(claimed), rate)
+                    if self.stop_requested:
+                        self.store.release([row.delivery_id for row in claimed])
+                        break
                 for result in self._send(rendered, campaign_id, claimed):
                     if result.accepted:
                         counts["sent"] += 1
@@ -225,7 +228,13 @@ class Campaigns:
         latest = self.store.latest_for(slug)
         if latest is None:
             return None
-        if latest.status in ("running", "paused", "scheduled"):
+        if latest.status == "scheduled":
+            raise DataError(
+                f"issue '{slug}' is scheduled as campaign {latest.id} for "
+                f"{latest.scheduled_at.isoformat(timespec='minutes') if latest.scheduled_at else 'later'}",
+                hint=f"to send it now instead: newsletter campaigns resume {latest.id}",
+            )
+        if latest.status in ("running", "paused"):
             return latest
         if latest.status == "done" and not again:
             raise DataError(

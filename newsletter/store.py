@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +36,15 @@ _MARK_SENT = (
         claimed_until=None,
     )
 )
+
+
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+>?")
+
+
+def redact_addresses(reason: str) -> str:
+    """Servers quote the recipient in their replies; keep addresses out of reports and logs
+    (and let the same reason for different people group together in `campaigns show`)."""
+    return _ADDRESS.sub("<recipient>", reason)
 
 
 def worker_id() -> str:
@@ -329,7 +339,7 @@ class CampaignStore:
             delivery.attempts += 1
             delivery.claimed_by = None
             delivery.claimed_until = None
-            delivery.error = result.reason[:1000]
+            delivery.error = redact_addresses(result.reason)[:1000]
             if result.status == TRANSIENT and delivery.attempts < max_attempts:
                 delay = base_delay * 2 ** (delivery.attempts - 1) * random.uniform(0.5, 1.5)
                 delivery.next_attempt_at = now + timedelta(seconds=max(delay, result.retry_after or 0))
@@ -343,7 +353,7 @@ class CampaignStore:
                         subscriber,
                         "bounced",
                         f"campaign:{campaign_id}",
-                        reason=result.reason[:300],
+                        reason=redact_addresses(result.reason)[:300],
                         campaign_id=campaign_id,
                     )
 

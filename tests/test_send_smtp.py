@@ -323,3 +323,18 @@ def test_cancel_stops_a_campaign(cli, send_env, monkeypatch):
     assert "was cancelled" in refused.stderr
     again = cli("campaigns", "cancel", "1", expect=1)
     assert "already cancelled" in again.stderr
+
+
+def test_failure_reasons_keep_addresses_out_and_group(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["x1@example.com", "x2@example.com"])
+    script = Script(
+        rcpt={
+            "x1@example.com": ["550 5.1.1 <x1@example.com>: Recipient address rejected"],
+            "x2@example.com": ["550 5.1.1 <x2@example.com>: Recipient address rejected"],
+        }
+    )
+    with SMTPServer(script) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+    assert "     2  550 5.1.1 <recipient>: Recipient address rejected" in result.stdout
+    assert "x1@example.com" not in result.stdout

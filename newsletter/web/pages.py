@@ -13,6 +13,7 @@ from ..errors import DataError, DeliveryError, NotFound
 from ..message import transactional
 from ..models import Campaign, Subscriber
 from ..render import EMPTY_RECIPIENT, RenderedIssue
+from ..store import redact_addresses
 from ..tokens import InvalidToken, TokenData
 from . import csrf, limiter
 
@@ -145,7 +146,7 @@ def _send_confirmation(subscriber: Subscriber) -> None:
         log.error("confirmation email not sent: %s", exc)
         return
     if not results[0].accepted:
-        log.error("confirmation email not sent: %s", results[0].reason)
+        log.error("confirmation email not sent: %s", redact_addresses(results[0].reason))
 
 
 @pages.route("/confirm/<token>")
