@@ -84,9 +84,10 @@ def _register_handlers(app: Flask) -> None:
         archive = request.endpoint == "pages.archive_issue"
         # Archived issues are email HTML: inline styles are how email is written.
         style = "'self' 'unsafe-inline'" if archive else "'self'"
+        ancestors = "*" if embeddable else "'none'"
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; style-src {style}; img-src 'self' https: data:; form-action 'self'; "
-            f"base-uri 'none'; frame-ancestors {'*' if embeddable else chr(39) + 'none' + chr(39)}"
+            f"base-uri 'none'; frame-ancestors {ancestors}"
         )
         if not embeddable:
             response.headers["X-Frame-Options"] = "DENY"
