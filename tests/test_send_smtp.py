@@ -338,3 +338,17 @@ def test_failure_reasons_keep_addresses_out_and_group(cli, send_env, monkeypatch
         result = cli("send", str(SAMPLE_ISSUE), "--yes")
     assert "     2  550 5.1.1 <recipient>: Recipient address rejected" in result.stdout
     assert "x1@example.com" not in result.stdout
+
+
+def test_connection_pool_sends_in_parallel_once_each(cli, send_env, monkeypatch):
+    addresses = [f"p{i:02d}@example.com" for i in range(40)]
+    add_subscribers(cli.database_url, addresses)
+    monkeypatch.setenv("NEWSLETTER_SMTP_POOL", "3")
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        connections = server.handler.connections
+        received = server.handler.received_by()
+    assert "sent 40, failed 0" in result.stdout
+    assert received == {address: 1 for address in addresses}
+    assert connections == 3  # one per pooled connection, each reused for every message it sent

@@ -64,6 +64,13 @@ def _wait_for(url: str) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
+def shoot_current(page, artifacts, name: str) -> None:
+    """Screenshots of the page as it is (after a POST), at every width."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(artifacts / f"web-{name}-{width}px.png"), full_page=True)
+
+
 def shoot(browser, artifacts, url: str, name: str) -> None:
     for width in WIDTHS:
         page = browser.new_page(viewport={"width": width, "height": 900})
@@ -85,14 +92,14 @@ def test_unsubscribe_from_a_sent_message(stack, browser, artifacts, cli_for_stac
     link = re.search(r'<a href="([^"]+/u/[^"]+)"[^>]*>Unsubscribe</a>', html).group(1)
     assert link.startswith(stack["base"])
 
+    shoot(browser, artifacts, link, "unsubscribe-confirm")  # a GET: safe to load again and again
     page = browser.new_page(viewport={"width": 375, "height": 800})
     page.goto(link)
     assert page.get_by_role("heading").inner_text().startswith("Unsubscribe ana@example.com")
     assert subscriber_status(stack["url"], "ana@example.com") == "active"
-    page.screenshot(path=str(artifacts / "web-unsubscribe-confirm-375px.png"), full_page=True)
     page.get_by_role("button", name="Unsubscribe").click()
     page.wait_for_selector("text=You are unsubscribed")
-    page.screenshot(path=str(artifacts / "web-unsubscribed-375px.png"), full_page=True)
+    shoot_current(page, artifacts, "unsubscribed")
     page.close()
     assert subscriber_status(stack["url"], "ana@example.com") == "unsubscribed"
     shoot(browser, artifacts, link, "unsubscribe-already")
@@ -115,7 +122,8 @@ def test_signup_confirm_and_preferences(stack, browser, artifacts):
     page.get_by_role("checkbox").check()
     page.keyboard.press("Enter")  # the whole form works from the keyboard
     page.wait_for_selector("text=Check your inbox")
-    page.screenshot(path=str(artifacts / "web-check-inbox-375px.png"), full_page=True)
+    shoot_current(page, artifacts, "check-inbox")
+    page.set_viewport_size({"width": 375, "height": 800})
     assert subscriber_status(stack["url"], "new.reader@example.com") == "pending"
 
     deadline = time.monotonic() + 10
@@ -126,7 +134,7 @@ def test_signup_confirm_and_preferences(stack, browser, artifacts):
     link = re.search(r"(http://127\.0\.0\.1:\d+/confirm/[\w.\-]+)", confirmation.get_body(("plain",)).get_content())
     page.goto(link.group(1))
     page.wait_for_selector("text=You are subscribed")
-    page.screenshot(path=str(artifacts / "web-confirmed-375px.png"), full_page=True)
+    shoot_current(page, artifacts, "confirmed")
     assert subscriber_status(stack["url"], "new.reader@example.com") == "active"
 
     page.get_by_role("link", name="Choose your topics").click()
