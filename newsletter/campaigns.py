@@ -251,6 +251,8 @@ class Campaigns:
         rate: float,
         scheduled_at: datetime | None = None,
     ) -> tuple[Campaign, int]:
+        if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
+            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
         campaign, count = self.store.create(rendered, segment, adapter, rate, scheduled_at)
         if count == 0:
             self.store.set_status(campaign.id, "done")

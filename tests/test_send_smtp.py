@@ -352,3 +352,13 @@ def test_connection_pool_sends_in_parallel_once_each(cli, send_env, monkeypatch)
     assert "sent 40, failed 0" in result.stdout
     assert received == {address: 1 for address in addresses}
     assert connections == 3  # one per pooled connection, each reused for every message it sent
+
+
+def test_no_real_send_without_a_postal_address_even_forced(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com"])
+    monkeypatch.setenv("NEWSLETTER_POSTAL_ADDRESS", "")
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes", "--force", expect=1)
+        assert "setting 'postal_address' is required before mail goes to real inboxes" in result.stderr
+        assert server.handler.messages == []
