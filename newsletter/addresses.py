@@ -54,3 +54,12 @@ def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 def suppression_hash(secret_key: str, email_key: str) -> str:
     """Keyed hash of an erased address: proves 'seen before' without keeping the address."""
     return hmac.new(secret_key.encode(), email_key.encode(), hashlib.sha256).hexdigest()
+
+
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+>?")
+
+
+def redact_addresses(reason: str) -> str:
+    """Servers quote the recipient in their replies; keep addresses out of reports and logs
+    (and let the same reason for different people group together in `campaigns show`)."""
+    return _ADDRESS.sub("<recipient>", reason)

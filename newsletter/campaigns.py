@@ -106,10 +106,10 @@ class Sender:
         self.store.release_dead_claims(campaign_id)
         self.store.set_status(campaign_id, "running")
         rate = campaign.rate or self.settings.rate
-        started, sent_now, reported = time.monotonic(), 0, 0.0
+        started, reported = time.monotonic(), 0.0
         summary = self.store.summary(campaign_id)
-        total = summary.total
-        counts = {"sent": summary.counts["sent"], "failed": summary.counts["failed"]}
+        total, sent_before = summary.total, summary.counts["sent"]
+        counts = {"sent": sent_before, "failed": summary.counts["failed"]}
         with self.adapter:
             while not self.stop_requested:
                 if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
@@ -131,7 +131,6 @@ class Sender:
                 for result in self._send(rendered, campaign_id, claimed):
                     if result.accepted:
                         counts["sent"] += 1
-                        sent_now += 1
                     elif result.status == "permanent":
                         counts["failed"] += 1
                 if self.progress and time.monotonic() - reported >= PROGRESS_EVERY:
@@ -144,7 +143,7 @@ class Sender:
                             total - queued,
                             counts["sent"],
                             counts["failed"],
-                            sent_now / elapsed if elapsed else 0.0,
+                            (counts["sent"] - sent_before) / elapsed if elapsed else 0.0,
                         )
                     )
         if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, insert, literal, or_, select, update
 
+from .addresses import redact_addresses
 from .db import Database
 from .delivery import ACCEPTED, TRANSIENT, Result
 from .errors import NotFound
@@ -36,15 +36,6 @@ _MARK_SENT = (
         claimed_until=None,
     )
 )
-
-
-_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+>?")
-
-
-def redact_addresses(reason: str) -> str:
-    """Servers quote the recipient in their replies; keep addresses out of reports and logs
-    (and let the same reason for different people group together in `campaigns show`)."""
-    return _ADDRESS.sub("<recipient>", reason)
 
 
 def worker_id() -> str:

@@ -7,13 +7,12 @@ import logging
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from ..addresses import normalize_email
+from ..addresses import normalize_email, redact_addresses
 from ..delivery import make_adapter
 from ..errors import DataError, DeliveryError, NotFound
 from ..message import transactional
 from ..models import Campaign, Subscriber
 from ..render import EMPTY_RECIPIENT, RenderedIssue
-from ..store import redact_addresses
 from ..tokens import InvalidToken, TokenData
 from . import csrf, limiter
 
