@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from . import __version__
 from .config import CONFIG_FILE, Settings, load_settings, write_starter_config
 from .db import Database, first_line, make_engine, upgrade
-from .errors import NewsletterError
+from .errors import DeliveryError, NewsletterError
 from .models import STATUSES
 from .subscribers import EXPORT_COLUMNS, SubscriberList
 
@@ -508,6 +508,9 @@ def run_sender(app: App, campaign) -> None:
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             summary = sender.run(campaign.id)
+        except DeliveryError as exc:
+            then = f"then run: newsletter campaigns resume {campaign.id}"
+            raise DeliveryError(str(exc), hint=f"{exc.hint}; {then}" if exc.hint else then) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

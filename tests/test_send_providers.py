@@ -105,6 +105,7 @@ def test_bad_credentials_pause_the_campaign_and_send_nothing(cli, provider_env, 
         provider_env.setenv(key, "wrong")
         result = cli("send", str(SAMPLE_ISSUE), "--yes", expect=1)
         assert "refused our credentials (401)" in result.stderr
+        assert "then run: newsletter campaigns resume 1" in result.stderr
         assert "Traceback" not in result.output
         assert delivery_states(cli.database_url) == {"a@example.com": "queued"}
         assert "[paused]" in cli("campaigns", "show", "1").stdout
