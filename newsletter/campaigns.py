@@ -154,10 +154,15 @@ class Sender:
         """Send one claimed batch, recording each result as it arrives."""
         pending = {row.delivery_id for row in claimed}
         results = self.adapter.send(self._compose_ahead(rendered, campaign_id, claimed))
+        renew_after = self.settings.claim_lease / 2
+        claimed_at = time.monotonic()
         try:
             for result in results:
                 self.store.record(result, campaign_id, self.settings.max_attempts, self.settings.retry_base_delay)
                 pending.discard(result.message.delivery_id)
+                if time.monotonic() - claimed_at > renew_after:
+                    self.store.renew(sorted(pending), self.worker)
+                    claimed_at = time.monotonic()
                 yield result
                 if self.stop_requested:
                     break

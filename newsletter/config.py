@@ -91,6 +91,12 @@ OPTIONS: tuple[Option, ...] = (
         "The wording shown next to the signup checkbox, stored with every consent",
     ),
     Option("subscribe_rate_limit", "5 per 10 minutes", str, "Signups allowed per IP address"),
+    Option(
+        "rate_limit_storage",
+        "memory://",
+        str,
+        "Where signup counts live: memory:// (per process) or redis://host:6379 (shared by all processes)",
+    ),
     Option("proxy_count", 0, int, "Reverse proxies in front of `serve` whose X-Forwarded-* headers to trust"),
     Option(
         "postmark_webhook_auth", "", str, "user:password expected as HTTP Basic auth on Postmark webhooks", secret=True
@@ -137,6 +143,7 @@ class Settings:
     topics: str
     consent_text: str
     subscribe_rate_limit: str
+    rate_limit_storage: str
     proxy_count: int
     postmark_webhook_auth: str
     sendgrid_webhook_public_key: str

@@ -281,6 +281,18 @@ class CampaignStore:
                 )
             return claimed
 
+    def renew(self, delivery_ids: list[int], worker: str) -> None:
+        """Extend this worker's claim on deliveries it is still sending (a slow batch must
+        not lapse into another worker's hands while it is in flight)."""
+        if not delivery_ids:
+            return
+        with self.db.session() as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(delivery_ids), Delivery.claimed_by == worker, Delivery.status == "queued")
+                .values(claimed_until=utcnow() + self.claim_lease)
+            )
+
     def release(self, delivery_ids: list[int]) -> None:
         """Give claimed, unsent deliveries back to the queue (on stop or error)."""
         if not delivery_ids:

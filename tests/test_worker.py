@@ -201,3 +201,28 @@ def test_in_process_worker_threads_share_the_work(pg_url, workdir, monkeypatch):
         db.dispose()
         received = server.handler.received_by()
     assert sorted(received) == addresses and max(received.values()) == 1
+
+
+def test_a_batch_in_flight_keeps_its_claim(database_url, workdir):
+    """Renewing extends only the renewing worker's own, still queued, claims."""
+    from datetime import timedelta
+
+    from newsletter.store import CampaignStore
+
+    import_people(database_url, 3, workdir)
+    queue(database_url)
+    db = Database(database_url)
+    store = CampaignStore(db, claim_lease=60)
+    claimed = store.claim(1, "host:1:a", 3)
+    with db.session() as session:
+        before = {d.id: d.claimed_until for d in session.scalars(select(Delivery))}
+    time.sleep(0.05)
+    store.renew([row.delivery_id for row in claimed[:2]], "host:1:a")
+    store.renew([claimed[2].delivery_id], "someone-else")
+    with db.session() as session:
+        after = {d.id: d.claimed_until for d in session.scalars(select(Delivery))}
+    db.dispose()
+    ids = [row.delivery_id for row in claimed]
+    assert after[ids[0]] > before[ids[0]] and after[ids[1]] > before[ids[1]]
+    assert after[ids[2]] == before[ids[2]]
+    assert after[ids[0]] - utcnow() > timedelta(seconds=55)

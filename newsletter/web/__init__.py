@@ -23,7 +23,7 @@ from ..tokens import Tokens
 
 MAX_BODY = 64 * 1024  # forms and webhook batches are small; anything larger is refused
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_SSL_STRICT=False,
         RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
     )
     if test_config:
         app.config.update(test_config)
