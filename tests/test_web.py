@@ -323,3 +323,36 @@ def test_malformed_and_oversized_bodies(web, path):
     huge = b'{"Email": "x@example.com", "pad": "' + b"x" * 70_000 + b'"}'
     assert client.post(path, data=huge, headers={**headers, "Content-Type": "application/json"}).status_code == 413
     assert status(people, "x@example.com") == "active"
+
+
+def test_signup_limit_shared_through_redis(database_url, workdir, monkeypatch, tmp_path):
+    """Two `serve` processes (two apps here) count signups from one address together."""
+    import socket
+    import uuid
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    overrides = {
+        "database_url": database_url,
+        "outbox_dir": str(tmp_path / "outbox"),
+        "rate_limit_storage": "redis://127.0.0.1:6379",
+        "subscribe_rate_limit": "3 per 10 minutes",
+    }
+    ip = f"198.51.100.{uuid.uuid4().int % 250}"  # a fresh key in a shared Redis
+    apps = [create_app(load_settings(overrides=overrides), {"TESTING": True}) for _ in range(2)]
+    clients = [app.test_client() for app in apps]
+
+    def post(client, n):
+        page = client.get("/subscribe")
+        return client.post(
+            "/subscribe",
+            data={"csrf_token": csrf_from(page), "email": f"r{n}@example.com", "consent": "yes"},
+            environ_base={"REMOTE_ADDR": ip},
+        ).status_code
+
+    codes = [post(clients[n % 2], n) for n in range(4)]
+    assert codes == [200, 200, 200, 429]
