@@ -33,7 +33,7 @@ from markupsafe import Markup, escape
 from .config import Settings
 from .content import Block, Issue, Slot, expression_env, slot_marker
 from .errors import ContentError
-from .plaintext import Footnotes, markdown_to_text, wrap
+from .plaintext import WIDTH, Footnotes, markdown_to_text, wrap
 from .tokens import Tokens
 
 DISCLAIMER = (
@@ -178,8 +178,22 @@ class RenderedIssue:
             else part
             for part in self.html_parts
         )
-        text = "".join(values.get(part, part) for part in self.text_parts)
+        text = rewrap_long_lines("".join(values.get(part, part) for part in self.text_parts))
         return html, text
+
+
+def rewrap_long_lines(text: str, width: int = WIDTH) -> str:
+    """The text was wrapped with slot markers in place; a long personal value can push a
+    line past the width, so re-wrap such lines (keeping their indent; URLs stay whole)."""
+    if all(len(line) <= width for line in text.split("\n")):
+        return text
+    lines = []
+    for line in text.split("\n"):
+        if len(line) > width and "://" not in line:
+            indent = line[: len(line) - len(line.lstrip())]
+            line = wrap(line.strip(), indent, indent, width)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def escape_text(value: str) -> str:

@@ -162,3 +162,10 @@ def test_preview_writes_files_and_serve_rerenders_on_change(workdir, tmp_path, m
         assert "unknown block 'poem'" in urllib.request.urlopen(server.url).read().decode()
     finally:
         server.shutdown()
+
+
+def test_long_personal_values_keep_text_within_72_columns(renderer):
+    long_name = Recipient(9, "m@example.com", "Maximilianaxxxxxxxxxxxxxxxxxxxxxxxxxxxxx Smith", {})
+    _, _, _, _, text = personalise(renderer, SAMPLE_ISSUE, long_name)
+    assert "Maximilianaxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" in text
+    assert [line for line in text.splitlines() if len(line) > 72 and "://" not in line] == []
