@@ -335,17 +335,12 @@ class Importer:
                 new_rows.append(row)
         self._insert(session, new_rows)
         report.added += len(new_rows)
+        if self.dry_run:
+            session.rollback()  # discard the batch; the seen-table below still records it
         session.execute(
             text("INSERT INTO import_seen (email_key, line) VALUES (:key, :line)"),
             [{"key": row.key, "line": row.line} for row in rows],
         )
-        if self.dry_run:
-            # Keep the seen-table consistent for the next batch, discard everything else.
-            session.rollback()
-            session.execute(
-                text("INSERT INTO import_seen (email_key, line) VALUES (:key, :line)"),
-                [{"key": row.key, "line": row.line} for row in rows],
-            )
         session.commit()
         report.committed_through = batch[-1].line
 

@@ -147,6 +147,7 @@ class Linter:
         if "{{" in html or "{%" in html:
             findings.append(Finding("error", str(issue.path), "unrendered template syntax in the output", "variables"))
         document = lxml.html.document_fromstring(html)
+        text = document.text_content()
         for image in document.iter("img"):
             src = image.get("src", "")
             where = self._locate(issue, src)
@@ -169,11 +170,11 @@ class Linter:
                     "footer",
                 )
             )
-        elif postal not in document.text_content():
+        elif postal not in text:
             findings.append(
                 Finding("error", str(issue.path), "the postal address is missing from the message", "footer")
             )
-        shown_disclaimers = document.text_content().count(DISCLAIMER[:40])
+        shown_disclaimers = text.count(DISCLAIMER[:40])
         stories = [block for block in issue.blocks if block.kind == "story"]
         for block in stories[shown_disclaimers:]:
             findings.append(
@@ -184,7 +185,6 @@ class Linter:
                     "disclaimer",
                 )
             )
-        text = document.text_content()
         if "988" not in text or "741741" not in text:
             findings.append(
                 Finding(

@@ -88,6 +88,15 @@ def change_status(
     return True
 
 
+def _leave(
+    session: Session, subscriber: Subscriber, source: str, reason: str = "", campaign_id: int | None = None
+) -> bool:
+    """Unsubscribe, idempotently: an address that already left (in any way) stays as it is."""
+    if subscriber.status in FINAL_STATUSES:
+        return False
+    return change_status(session, subscriber, "unsubscribed", source, reason, campaign_id)
+
+
 @dataclass
 class Stats:
     by_status: dict[str, int]
@@ -170,10 +179,7 @@ class SubscriberList:
 
     def unsubscribe(self, email: str, reason: str = "", source: str = "cli") -> bool:
         with self.db.session() as session:
-            subscriber = self._get(session, email)
-            if subscriber.status in FINAL_STATUSES:
-                return False
-            return change_status(session, subscriber, "unsubscribed", source, reason)
+            return _leave(session, self._get(session, email), source, reason)
 
     def tag(self, email: str, tags: tuple[str, ...]) -> list[str]:
         wanted = {clean_tag(tag) for tag in tags}
@@ -219,8 +225,7 @@ class SubscriberList:
         """Idempotent: an address that already left stays as it is."""
         with self.db.session() as session:
             subscriber = self.get_by_id(session, subscriber_id)
-            if subscriber.status not in FINAL_STATUSES:
-                change_status(session, subscriber, "unsubscribed", source, campaign_id=campaign_id)
+            _leave(session, subscriber, source, campaign_id=campaign_id)
             return subscriber
 
     def resubscribe_id(self, subscriber_id: int, source: str = "web") -> Subscriber:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..addresses import normalize_email, redact_addresses
 from ..delivery import make_adapter
@@ -187,22 +187,29 @@ def preferences(token: str):
 
 
 # -- archive ------------------------------------------------------------------------------
-def _published() -> dict[str, Campaign]:
-    """The latest finished campaign of each issue: what was actually sent."""
-    with web().db.session() as session:
-        campaigns = session.scalars(select(Campaign).where(Campaign.status == "done").order_by(Campaign.id)).all()
-    return {campaign.slug: campaign for campaign in campaigns}
-
-
 @pages.route("/archive")
 def archive():
-    issues = sorted(_published().values(), key=lambda c: c.created_at, reverse=True)
+    """Each issue once, as last sent; only the columns the list shows (no snapshots)."""
+    with web().db.session() as session:
+        latest = select(func.max(Campaign.id)).where(Campaign.status == "done").group_by(Campaign.slug)
+        issues = session.execute(
+            select(Campaign.slug, Campaign.subject, Campaign.created_at)
+            .where(Campaign.id.in_(latest))
+            .order_by(Campaign.created_at.desc())
+        ).all()
     return render_template("archive.html", issues=issues)
 
 
 @pages.route("/archive/<slug>")
 def archive_issue(slug: str):
-    campaign = _published().get(slug)
+    """The latest finished campaign of this issue: what was actually sent."""
+    with web().db.session() as session:
+        campaign = session.scalars(
+            select(Campaign)
+            .where(Campaign.slug == slug, Campaign.status == "done")
+            .order_by(Campaign.id.desc())
+            .limit(1)
+        ).first()
     if campaign is None:
         abort(404)
     rendered = RenderedIssue.from_snapshot(campaign.snapshot)
