@@ -1,0 +1,41 @@
+"""The `newsletter` command: parse options, call the library, print. One module per command group."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..config import CONFIG_FILE
+from . import campaigns, issues, setup, subscribers, web, worker
+from .app import App, NewsletterGroup
+
+
+@click.group(cls=NewsletterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help=f"Configuration file (default: ./{CONFIG_FILE}).",
+)
+@click.option("--database-url", help="Override the database_url setting.")
+@click.version_option(__version__, prog_name="newsletter")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, database_url: str | None) -> None:
+    """Write newsletter issues in Markdown, render them for every mail client, send them once."""
+    ctx.obj = App(config_file, {"database_url": database_url})
+
+
+for command in (
+    setup.init,
+    setup.config,
+    subscribers.subscribers,
+    issues.issues,
+    issues.render,
+    issues.preview,
+    issues.lint,
+    campaigns.send,
+    campaigns.campaigns,
+    web.serve,
+    worker.worker,
+):
+    main.add_command(command)

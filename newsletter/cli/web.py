@@ -1,0 +1,23 @@
+"""`newsletter serve`: the subscriber web app."""
+
+from __future__ import annotations
+
+import click
+
+from .app import App, pass_app
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@pass_app
+def serve(app: App, host: str, port: int, threads: int) -> None:
+    """Serve the subscriber web app (unsubscribe, signup, preferences, archive, webhooks) with waitress."""
+    import waitress
+
+    from ..web import create_app
+
+    web_app = create_app(app.settings)
+    click.echo(f"Serving on http://{host}:{port}/ (public URL: {app.settings.base_url}); Ctrl-C to stop.")
+    waitress.serve(web_app, host=host, port=port, threads=threads, ident="newsletter")
