@@ -179,7 +179,7 @@ class Sender:
         permanent failure, and the batch goes on."""
 
         def build(row: Claimed) -> Message | ContentError:
-            recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes)
+            recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes, row.token)
             try:
                 message = self.composer.compose(rendered, recipient, campaign_id, row.delivery_id)
             except ContentError as exc:

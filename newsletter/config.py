@@ -91,6 +91,20 @@ OPTIONS: tuple[Option, ...] = (
         "The wording shown next to the signup checkbox, stored with every consent",
     ),
     Option("subscribe_rate_limit", "5 per 10 minutes", str, "Signups allowed per IP address"),
+    Option("signup_tags", ("monthly",), list, "Tags every web signup gets when confirmed (topics chosen add theirs)"),
+    Option(
+        "signup_origins",
+        (),
+        list,
+        "Origins (https://clinic.example) whose pages may post the embeddable signup form",
+    ),
+    Option("confirm_link_days", 7.0, float, "Days a signup confirmation link works (single use)"),
+    Option(
+        "resubscribe_window_hours",
+        24.0,
+        float,
+        "Hours the Resubscribe button undoes an unsubscribe made from the same link; later it asks to confirm",
+    ),
     Option(
         "rate_limit_storage",
         "memory://",
@@ -143,6 +157,10 @@ class Settings:
     topics: str
     consent_text: str
     subscribe_rate_limit: str
+    signup_tags: tuple[str, ...]
+    signup_origins: tuple[str, ...]
+    confirm_link_days: float
+    resubscribe_window_hours: float
     rate_limit_storage: str
     proxy_count: int
     postmark_webhook_auth: str
@@ -183,7 +201,7 @@ class Settings:
         rows = []
         for option in OPTIONS:
             value = getattr(self, option.name)
-            shown = str(value)
+            shown = ", ".join(value) if isinstance(value, tuple) else str(value)
             if option.secret and value:
                 shown = mask(option.name, str(value))
             rows.append((option.name, shown, self.sources.get(option.name, "default")))
@@ -205,6 +223,12 @@ def _coerce(option: Option, raw: Any, origin: str) -> Any:
             if isinstance(raw, str):
                 return raw.strip().lower() in ("1", "true", "yes", "on")
             return bool(raw)
+        if option.kind is list:
+            # A TOML array, or a comma-separated string (environment, command line).
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            if not all(isinstance(item, str) for item in items):
+                raise TypeError
+            return tuple(item.strip() for item in items if item.strip())
         if isinstance(raw, str):
             raw = raw.strip()
         value = option.kind(raw)
@@ -239,6 +263,42 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")
     if values["rate"] < 0:
         raise ConfigError(f"setting 'rate' ({where('rate')}) must not be negative")
+    for name in ("confirm_link_days", "resubscribe_window_hours"):
+        if values[name] <= 0:
+            raise ConfigError(f"setting '{name}' ({where(name)}) must be more than 0")
+    for origin in values["signup_origins"]:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(
+                f"setting 'signup_origins' ({where('signup_origins')}): {origin!r} is not an origin "
+                "like https://clinic.example"
+            )
+
+
+def public_base_url_problem(base_url: str) -> str | None:
+    """Why `base_url` cannot go into real mail (None when it can): every List-Unsubscribe
+    and footer link points there, so it must be public HTTPS, not a loopback or private
+    address a reader's mail client cannot reach."""
+    import ipaddress
+    import socket
+
+    parts = urlsplit(base_url)
+    if parts.scheme != "https":
+        return f"base_url {base_url!r} is not https://"
+    host = (parts.hostname or "").strip("[]")
+    if not host or host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return f"base_url {base_url!r} points at a local host name"
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)]
+        except (OSError, UnicodeError):
+            addresses = []  # not resolvable from here: may still be public; the name is checked above
+    for address in addresses:
+        if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
+            return f"base_url {base_url!r} points at a loopback or private address ({address})"
+    return None
 
 
 def load_settings(
@@ -284,15 +344,18 @@ def load_settings(
 
 
 def write_starter_config(path: Path) -> bool:
-    """Create newsletter.toml with a fresh secret key; never overwrite an existing file."""
+    """Create newsletter.toml (mode 0600: it holds the secret key) with a fresh secret key;
+    never overwrite an existing file."""
     if path.exists():
         return False
-    path.write_text(
-        "# newsletter configuration; see README.md for every setting.\n"
-        "# Keep this file out of version control: it holds the secret key.\n"
-        f'secret_key = "{secrets.token_urlsafe(32)}"\n'
-        'postal_address = "Calm Harbor Clinic, 100 Example Street, Springfield, IL 62701, USA"\n'
-        'adapter = "outbox"\n',
-        encoding="utf-8",
-    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(descriptor, 0o600)  # whatever the umask
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(
+            "# newsletter configuration; see README.md for every setting.\n"
+            "# Keep this file out of version control: it holds the secret key.\n"
+            f'secret_key = "{secrets.token_urlsafe(32)}"\n'
+            'postal_address = "Calm Harbor Clinic, 100 Example Street, Springfield, IL 62701, USA"\n'
+            'adapter = "outbox"\n',
+        )
     return True

@@ -32,6 +32,9 @@ DKIM_HEADERS = (
     b"MIME-Version",
     b"Content-Type",
 )
+# Signed once more than they occur: a second From, Subject or List-Unsubscribe* prepended
+# in transit (to show another sender or subject above the signed one) breaks the signature.
+DKIM_OVERSIGNED = (b"From", b"Subject", b"List-Unsubscribe", b"List-Unsubscribe-Post")
 
 
 @dataclass
@@ -109,12 +112,31 @@ class Message:
             )
         )
         if self.dkim:
-            import dkim
-
-            selector, domain, key = self.dkim
-            signature = dkim.sign(data, selector, domain, key, include_headers=list(DKIM_HEADERS))
-            data = signature + data
+            data = dkim_sign(data, self.dkim)
         return data
+
+
+def dkim_sign(data: bytes, dkim_key: tuple[bytes, bytes, bytes]) -> bytes:
+    """Prepend a DKIM-Signature covering DKIM_HEADERS, oversigning DKIM_OVERSIGNED."""
+    import dkim
+
+    selector, domain, key = dkim_key
+    # Each of DKIM_HEADERS once (an absent one is thereby signed as absent), then the
+    # oversigned ones again: one more instance than any message of ours carries.
+    headers = [*DKIM_HEADERS, *DKIM_OVERSIGNED]
+    return dkim.sign(data, selector, domain, key, include_headers=headers) + data
+
+
+def load_dkim(settings: Settings) -> tuple[bytes, bytes, bytes] | None:
+    """(selector, domain, PEM key) when DKIM signing is configured."""
+    if not (settings.dkim_selector and settings.dkim_private_key):
+        return None
+    path = Path(settings.dkim_private_key)
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"setting 'dkim_private_key': cannot read {path}: {exc.strerror}") from None
+    return settings.dkim_selector.encode(), settings.from_domain.encode(), key
 
 
 def _header_value(value: str, address: bool = False) -> str:
@@ -144,14 +166,7 @@ class MessageBuilder:
         self.dkim = self._load_dkim()
 
     def _load_dkim(self) -> tuple[bytes, bytes, bytes] | None:
-        if not (self.settings.dkim_selector and self.settings.dkim_private_key):
-            return None
-        path = Path(self.settings.dkim_private_key)
-        try:
-            key = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"setting 'dkim_private_key': cannot read {path}: {exc.strerror}") from None
-        return self.settings.dkim_selector.encode(), self.domain.encode(), key
+        return load_dkim(self.settings)
 
     def build(
         self,
@@ -195,7 +210,8 @@ class MessageBuilder:
 
 
 def transactional(settings: Settings, to_email: str, to_name: str, subject: str, text: str, html: str) -> Message:
-    """A one-off message (signup confirmation): no list headers, it is not a newsletter."""
+    """A one-off message (signup confirmation): no list headers, it is not a newsletter;
+    DKIM-signed like every message when a key is configured."""
     message_id = make_msgid(domain=settings.from_domain)
     return Message(
         to_email=to_email,
@@ -207,4 +223,5 @@ def transactional(settings: Settings, to_email: str, to_name: str, subject: str,
         text=text,
         message_id=message_id,
         headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
+        dkim=load_dkim(settings),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_subscriber_token() -> str:
+    """The random value every link of one person carries (sealed, see tokens.py).
+
+    Fresh for every row, never derived from the id: links of an erased person can never
+    open anyone who signs up later.
+    """
+    return secrets.token_hex(10)
+
+
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC datetimes on SQLite too (which stores them naive)."""
 
@@ -54,8 +64,13 @@ class Base(DeclarativeBase):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # SQLite: never hand out the id of an erased row again (a second line of defence).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(20), unique=True, default=new_subscriber_token)
+    # The row id the links of messages sent before migration 0005 carry; never set for new rows.
+    legacy_id: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
     email: Mapped[str] = mapped_column(String(320))
     # Lower-cased address: uniqueness is case-insensitive, whatever the database collation.
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
@@ -114,6 +129,42 @@ class Suppression(Base):
     address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Signup(Base):
+    """A signup form submission: queued until its confirmation email is sent, then waiting
+    for the reader's click. Holds the consent being asked for; the subscriber's consent
+    record changes only when this one is confirmed."""
+
+    __tablename__ = "signups"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    consent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    consent_source: Mapped[str] = mapped_column(String(200), default="")
+    consent_ip: Mapped[str] = mapped_column(String(64), default="")
+    consent_text: Mapped[str] = mapped_column(Text, default="")
+    # 'queued' (confirmation email to send) or 'sent' (waiting for the click).
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    # SHA-256 of the random value the confirmation link carries (single use).
+    nonce_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    error: Mapped[str] = mapped_column(Text, default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookReceipt(Base):
+    """Signatures and event ids already accepted, kept for the validity window (replays)."""
+
+    __tablename__ = "webhook_receipts"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Campaign(Base):

@@ -44,7 +44,13 @@ def write_preview(settings: Settings, issue_path: Path, recipient: Recipient, di
 
 
 class PreviewServer:
-    """Serves the issue at / (HTML) and /text, re-rendering when the issue or a template changes."""
+    """Serves the issue at / (HTML) and /text, re-rendering when the issue or a template changes.
+
+    The page holds a real subscriber's address and working links when `--subscriber` is
+    given, so it listens on 127.0.0.1 only and answers only requests whose Host header
+    names this machine: a web page elsewhere that points its own host name at 127.0.0.1
+    (DNS rebinding) gets a 421 and nothing else.
+    """
 
     def __init__(self, settings: Settings, issue_path: Path, recipient: Recipient, port: int):
         self.settings = settings
@@ -54,7 +60,12 @@ class PreviewServer:
         self._version: tuple | None = None
         self._pages = ("", "")
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{port}/"
+        self.allowed_hosts = {f"{host}:{port}" for host in ("127.0.0.1", "localhost", "[::1]")}
+
+    def host_allowed(self, host: str | None) -> bool:
+        return (host or "").strip().lower() in self.allowed_hosts
 
     def _watched_version(self) -> tuple:
         paths = [self.issue_path, *sorted(self.settings.templates_path.rglob("*"))]
@@ -78,6 +89,9 @@ class PreviewServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if not server.host_allowed(self.headers.get("Host")):
+                    self.send_error(421, "Misdirected Request")
+                    return
                 html, text, version = server.pages()
                 if self.path == "/":
                     body, kind = html.replace("</body>", RELOAD_SCRIPT + "</body>"), "text/html"

@@ -68,6 +68,7 @@ class Recipient:
     email: str
     name: str = ""
     attributes: dict[str, Any] | None = None
+    token: str = ""  # the random value the reader's links carry (see tokens.py)
 
     @property
     def first_name(self) -> str:
@@ -116,6 +117,7 @@ class RenderedIssue:
     text_parts: list[str]
     slots: dict[str, Slot]
     attribute_slots: frozenset[str]  # markers that sit inside an HTML tag (attribute values)
+    date: str = ""  # the issue's own date (front matter), ISO; the archive shows it
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,7 @@ class RenderedIssue:
             "text_parts": self.text_parts,
             "slots": [[s.marker, s.kind, s.source, s.line] for s in self.slots.values()],
             "attribute_slots": sorted(self.attribute_slots),
+            "date": self.date,
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class RenderedIssue:
             data["text_parts"],
             slots,
             frozenset(data["attribute_slots"]),
+            data.get("date", ""),
         )
 
     @cached_property
@@ -296,6 +300,7 @@ class Renderer:
         return self._run(self.text_env, f"{issue.template}.txt", context)
 
     def render(self, issue: Issue) -> RenderedIssue:
+        refuse_script_urls(issue)
         html = inline_css(self.render_html_with_markers(issue))
         text = self.render_text_with_markers(issue)
         markers = list(issue.slots)
@@ -308,6 +313,7 @@ class Renderer:
             text_parts=split_on_markers(text, markers),
             slots=dict(issue.slots),
             attribute_slots=markers_inside_tags(html, markers),
+            date=issue.date,
         )
 
     def render_reference(
@@ -328,9 +334,44 @@ class Renderer:
         return {
             "greeting": f"Hi {recipient.first_name}," if recipient.first_name else "Hello,",
             "email": recipient.email,
-            "unsubscribe_url": f"{base}/u/{tokens.make('unsubscribe', recipient.id, campaign_id)}",
-            "preferences_url": f"{base}/p/{tokens.make('preferences', recipient.id, campaign_id)}",
+            "unsubscribe_url": f"{base}/u/{tokens.make('unsubscribe', recipient.token, campaign_id)}",
+            "preferences_url": f"{base}/p/{tokens.make('preferences', recipient.token, campaign_id)}",
         }
+
+
+# Schemes that run code or carry a document of their own when a reader clicks: refused
+# outright by rendering, so neither lint's --force nor a custom template lets them through.
+SCRIPT_SCHEMES = ("javascript:", "data:", "vbscript:")
+_LINK_ATTRIBUTE = re.compile(r"""\b(?:href|src|action|formaction|background|poster)\s*=\s*(["'])(.*?)\1""", re.I | re.S)
+_IGNORED_IN_SCHEME = re.compile(r"[\x00-\x20\x7f]+")
+
+
+def is_script_url(url: str) -> bool:
+    """What a browser would see: entities decoded, whitespace and controls dropped, any case."""
+    import html as html_module
+
+    return _IGNORED_IN_SCHEME.sub("", html_module.unescape(url)).lower().startswith(SCRIPT_SCHEMES)
+
+
+def refuse_script_urls(issue: Issue) -> None:
+    """ContentError at the first javascript:, data: or vbscript: URL of the issue."""
+    for block in issue.blocks:
+        candidates = [block.fields.get("url", "")] if block.kind == "cta" else []
+        candidates += [match.group(2) for match in _LINK_ATTRIBUTE.finditer(block.html or "")]
+        for url in candidates:
+            if url and is_script_url(url):
+                line = _line_of(issue, url) or block.line
+                raise ContentError(
+                    f"{issue.where(line)}: refusing a {url.split(':', 1)[0].strip().lower()}: URL "
+                    "(it could run code in a reader's mail client); use an https:// link"
+                )
+
+
+def _line_of(issue: Issue, url: str) -> int | None:
+    for number, line in enumerate(issue.source.splitlines(), start=1):
+        if url in line:
+            return number
+    return None
 
 
 def _template_location(exc: TemplateError, fallback: str | None) -> str:

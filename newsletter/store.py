@@ -49,6 +49,7 @@ class Claimed:
     email: str
     name: str
     attributes: dict[str, Any]
+    token: str = ""  # the random value the reader's links carry
 
 
 @dataclass
@@ -256,6 +257,7 @@ class CampaignStore:
                         Subscriber.name,
                         Subscriber.attributes,
                         Subscriber.status,
+                        Subscriber.token,
                     ).where(Subscriber.id.in_(subscriber_ids))
                 )
             }
@@ -267,7 +269,9 @@ class CampaignStore:
                 if person is None or person.status != "active":
                     gone.append(row.id)
                 else:
-                    claimed.append(Claimed(row.id, person.id, person.email, person.name, person.attributes or {}))
+                    claimed.append(
+                        Claimed(row.id, person.id, person.email, person.name, person.attributes or {}, person.token)
+                    )
             if gone:
                 session.execute(
                     update(Delivery)

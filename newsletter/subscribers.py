@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from .addresses import clean_attributes, clean_tag, clean_text, normalize_email, suppression_hash
+from .addresses import (
+    clean_attributes,
+    clean_tag,
+    clean_text,
+    normalize_email,
+    redact_addresses,
+    suppression_hash,
+)
 from .db import Database
 from .errors import DataError, NotFound
 from .models import (
@@ -18,11 +27,16 @@ from .models import (
     STATUSES,
     Delivery,
     Event,
+    Signup,
     Subscriber,
     SubscriberTag,
     Suppression,
     utcnow,
 )
+from .tokens import TokenData
+
+# Sources of an unsubscribe the reader did themselves, from a link (undo-able for a while).
+LINK_SOURCES = ("web", "one-click")
 
 
 def record_event(
@@ -43,7 +57,8 @@ def record_event(
             source=source,
             old_status=old_status,
             new_status=new_status,
-            reason=clean_text(reason, 500),
+            # Providers quote the recipient in failure reasons: no address is ever stored here.
+            reason=redact_addresses(clean_text(reason, 500)),
             campaign_id=campaign_id,
         )
     )
@@ -56,18 +71,21 @@ def change_status(
     source: str,
     reason: str = "",
     campaign_id: int | None = None,
+    *,
+    opt_in: bool = False,
 ) -> bool:
     """Move a subscriber to `new_status`, logging the change; False when nothing changed.
 
     Leaving a final status (unsubscribed, bounced, complained) is allowed only through
-    a fresh confirmed opt-in, which passes source='confirm'.
+    the reader's own confirmed opt-in (or the undo right after their own unsubscribe),
+    which passes opt_in=True.
     """
     if new_status not in STATUSES:
         raise DataError(f"unknown status {new_status!r}; use one of {', '.join(STATUSES)}")
     old = subscriber.status
     if old == new_status:
         return False
-    if old in FINAL_STATUSES and new_status in ("active", "pending") and source != "confirm":
+    if old in FINAL_STATUSES and new_status in ("active", "pending") and not opt_in:
         raise DataError(f"subscriber is {old}; only the subscriber can opt in again")
     subscriber.status = new_status
     now = utcnow()
@@ -197,22 +215,57 @@ class SubscriberList:
             subscriber.tag_rows = [row for row in subscriber.tag_rows if row.tag not in unwanted]
             return [row.tag for row in subscriber.tag_rows]
 
-    def forget(self, email: str, source: str = "cli") -> None:
-        """GDPR erasure: delete the person, keep only a keyed hash on the suppression list."""
+    def forget(self, email: str, source: str = "cli", outbox_dir: str | Path | None = None) -> int:
+        """GDPR erasure: delete the person and everything that names them, keep only a keyed
+        hash on the suppression list. Returns how many outbox files were deleted.
+
+        Rows: the subscriber (tags cascade), their queued or unconfirmed signups; their
+        events stay (the audit trail of what happened, by id) with every free-text reason
+        blanked; any other event or delivery text that quotes the address is redacted.
+        Files: every .eml in the outbox addressed to them (campaign messages, proofs,
+        confirmations). SQLite: deletions overwrite the freed bytes (secure_delete is on
+        for every connection) and the WAL is checkpointed and truncated afterwards.
+        """
+        _, key = normalize_email(email)
         with self.db.session() as session:
-            subscriber = self._get(session, email)
-            digest = suppression_hash(self.secret_key, subscriber.email_key)
+            subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+            signups = session.scalar(select(func.count()).select_from(Signup).where(Signup.email_key == key)) or 0
+            if subscriber is None and not signups:
+                raise NotFound("no subscriber with that address")
+            digest = suppression_hash(self.secret_key, key)
             if session.get(Suppression, digest) is None:
                 session.add(Suppression(address_hash=digest, reason="erased"))
-            record_event(
-                session,
-                subscriber.id,
-                "forgotten",
-                source,
-                old_status=subscriber.status,
-                new_status="forgotten",
+            session.execute(delete(Signup).where(Signup.email_key == key))
+            delivery_ids: list[int] = []
+            if subscriber is not None:
+                delivery_ids = list(session.scalars(select(Delivery.id).where(Delivery.subscriber_id == subscriber.id)))
+                session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(reason=""))
+                record_event(
+                    session,
+                    subscriber.id,
+                    "forgotten",
+                    source,
+                    old_status=subscriber.status,
+                    new_status="forgotten",
+                )
+                session.delete(subscriber)
+            pattern = f"%{_like_escape(key)}%"
+            session.execute(
+                update(Event).where(func.lower(Event.reason).like(pattern, escape="\\")).values(reason="(erased)")
             )
-            session.delete(subscriber)
+            session.execute(
+                update(Delivery).where(func.lower(Delivery.error).like(pattern, escape="\\")).values(error="(erased)")
+            )
+        removed = erase_outbox_files(Path(outbox_dir), key, delivery_ids) if outbox_dir else 0
+        self.checkpoint()
+        return removed
+
+    def checkpoint(self) -> None:
+        """SQLite keeps recent pages in the -wal file until a checkpoint copies them back."""
+        if self.db.dialect != "sqlite":
+            return
+        with self.db.engine.connect() as connection:
+            connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     # -- changes the subscriber makes (web app, webhooks) -------------------------------
     def get_by_id(self, session: Session, subscriber_id: int) -> Subscriber:
@@ -221,6 +274,32 @@ class SubscriberList:
             raise NotFound("no such subscriber")
         return subscriber
 
+    @staticmethod
+    def by_link(session: Session, data: TokenData) -> Subscriber | None:
+        """The person a link token opens: the row holding its random value (or, for links
+        sent before migration 0005, the row that had that id then). None once erased."""
+        if data.key is not None:
+            return session.scalar(select(Subscriber).where(Subscriber.token == data.key))
+        if data.legacy_id is not None:
+            return session.scalar(select(Subscriber).where(Subscriber.legacy_id == data.legacy_id))
+        return None
+
+    def from_link(self, data: TokenData) -> Subscriber:
+        with self.db.session() as session:
+            subscriber = self.by_link(session, data)
+            if subscriber is None:
+                raise NotFound("no such subscriber")
+            return subscriber
+
+    def unsubscribe_link(self, data: TokenData, source: str) -> Subscriber:
+        """Unsubscribe whoever the link opens; idempotent. NotFound once erased."""
+        with self.db.session() as session:
+            subscriber = self.by_link(session, data)
+            if subscriber is None:
+                raise NotFound("no such subscriber")
+            _leave(session, subscriber, source, campaign_id=data.campaign_id)
+            return subscriber
+
     def unsubscribe_id(self, subscriber_id: int, source: str, campaign_id: int | None = None) -> Subscriber:
         """Idempotent: an address that already left stays as it is."""
         with self.db.session() as session:
@@ -228,56 +307,51 @@ class SubscriberList:
             _leave(session, subscriber, source, campaign_id=campaign_id)
             return subscriber
 
-    def resubscribe_id(self, subscriber_id: int, source: str = "web") -> Subscriber:
-        """Undo an unsubscribe from the page that confirmed it (the reader's own click)."""
-        with self.db.session() as session:
-            subscriber = self.get_by_id(session, subscriber_id)
-            if subscriber.status == "unsubscribed":
-                change_status(session, subscriber, "active", "confirm", reason=f"resubscribed ({source})")
-            return subscriber
+    def undo_unsubscribe(self, data: TokenData, window: timedelta) -> tuple[Subscriber, bool]:
+        """The Resubscribe button after an unsubscribe: (subscriber, undone).
 
-    def signup(self, email: str, name: str, ip: str, consent_text: str, source: str) -> Subscriber | None:
-        """A signup form submission. Returns the subscriber to send a confirmation to, or
-        None when nothing should be sent (bounced, complained, erased, already active);
-        the caller answers the same way in every case, so the form reveals nothing."""
-        address, key = normalize_email(email)
+        Undone only within `window` of an unsubscribe made through this same link (same
+        person, same campaign, by the reader's own click). Otherwise (later, or unsubscribed
+        by staff, bounced, complained) nothing changes here and the caller starts a new
+        double opt-in instead."""
         with self.db.session() as session:
-            if self.is_suppressed(session, key):
-                return None
-            subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+            subscriber = self.by_link(session, data)
             if subscriber is None:
-                subscriber = Subscriber(
-                    email=address,
-                    email_key=key,
-                    name=clean_text(name),
-                    status="pending",
-                    attributes={},
-                    consent_source=clean_text(source),
-                    tag_rows=[],
-                )
-                session.add(subscriber)
-                session.flush()
-                record_event(session, subscriber.id, "created", "web", new_status="pending")
-            elif subscriber.status not in ("pending", "unsubscribed"):
-                return None
-            # The consent on record is the latest one asked for, with its exact wording.
-            subscriber.consent_at = utcnow()
-            subscriber.consent_ip = clean_text(ip, 64)
-            subscriber.consent_text = clean_text(consent_text, 2000)
-            subscriber.consent_source = clean_text(source)
-            return subscriber
+                raise NotFound("no such subscriber")
+            if subscriber.status != "unsubscribed":
+                return subscriber, subscriber.status == "active"
+            last = session.scalars(
+                select(Event)
+                .where(Event.subscriber_id == subscriber.id, Event.kind == "status")
+                .order_by(Event.id.desc())
+                .limit(1)
+            ).first()
+            undoable = (
+                last is not None
+                and last.new_status == "unsubscribed"
+                and last.source in LINK_SOURCES
+                and last.campaign_id == data.campaign_id
+                and last.at >= utcnow() - window
+            )
+            if not undoable:
+                return subscriber, False
+            change_status(
+                session,
+                subscriber,
+                "active",
+                "web:undo",
+                reason="unsubscribe undone from the same link",
+                campaign_id=data.campaign_id,
+                opt_in=True,
+            )
+            return subscriber, True
 
-    def confirm_id(self, subscriber_id: int) -> Subscriber:
-        with self.db.session() as session:
-            subscriber = self.get_by_id(session, subscriber_id)
-            if subscriber.status in ("pending", "unsubscribed"):
-                change_status(session, subscriber, "active", "confirm", reason="double opt-in confirmed")
-            return subscriber
-
-    def update_preferences(self, subscriber_id: int, name: str, topics: list[str], offered: list[str]) -> Subscriber:
+    def update_preferences(self, data: TokenData, name: str, topics: list[str], offered: list[str]) -> Subscriber:
         """Set the name and the chosen topics; tags that are not topics are left alone."""
         with self.db.session() as session:
-            subscriber = self.get_by_id(session, subscriber_id)
+            subscriber = self.by_link(session, data)
+            if subscriber is None:
+                raise NotFound("no such subscriber")
             subscriber.name = clean_text(name)
             chosen = {topic for topic in topics if topic in offered}
             subscriber.tag_rows = [row for row in subscriber.tag_rows if row.tag not in offered or row.tag in chosen]
@@ -371,6 +445,41 @@ class SubscriberList:
             )
             suppressed = session.scalar(select(func.count()).select_from(Suppression)) or 0
         return Stats(by_status, by_tag, suppressed)
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def erase_outbox_files(outbox: Path, email_key: str, delivery_ids: list[int]) -> int:
+    """Delete every .eml under the outbox addressed to this person: their campaign messages
+    (named after the delivery), and proofs and confirmations (found by their To header)."""
+    if not outbox.is_dir():
+        return 0
+    named = {f"{delivery_id:09d}.eml" for delivery_id in delivery_ids}
+    needle = email_key.encode()
+    removed = 0
+    for path in outbox.rglob("*"):
+        if path.suffix not in (".eml", ".tmp") or not path.is_file():
+            continue
+        if path.name not in named:
+            with open(path, "rb") as handle:
+                head = handle.read(64 * 1024).lower()
+            if needle not in head:
+                continue
+        _shred(path)
+        removed += 1
+    return removed
+
+
+def _shred(path: Path) -> None:
+    """Overwrite, then delete: the bytes do not linger in the file's old blocks."""
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.write(b"\0" * size)
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.unlink()
 
 
 def _iso(value: datetime | None) -> str | None:

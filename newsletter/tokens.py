@@ -1,54 +1,109 @@
-"""Signed tokens for the links in every message (unsubscribe, preferences, confirmation).
+"""Sealed link tokens (unsubscribe, preferences, confirmation).
 
-HMAC-SHA1 signatures from itsdangerous (the library Flask uses for its sessions), keyed
-with `secret_key` and salted per purpose, so a preferences token cannot be replayed as an
-unsubscribe token. Unsubscribe links never expire (CAN-SPAM wants them working for at
-least 30 days; mail is read years later); confirmation links expire after a week.
+A token carries a random per-subscriber value (`subscribers.token`, never the row id) and
+the campaign the link was sent in, sealed with AES-SIV (from `cryptography`) under a key
+derived from `secret_key`, with the purpose as associated data:
+
+- opaque: nothing readable, not even the campaign number;
+- authenticated: a changed character, another key or another purpose fails;
+- deterministic: one link per person and campaign, so resending does not multiply links;
+- written in lower-case base32 (48 characters), so it survives mail systems that
+  lower-case the local part of `unsubscribe+TOKEN@...` addresses.
+
+Whom a token opens is decided by the database: the subscriber row holding that random
+value. An erased person's row is gone, and the value is never handed out again, so their
+old links open nobody. Confirmation tokens carry the random value of one signup instead
+(single use: the signup row is deleted once confirmed).
+
+Links in messages sent before migration 0005 are itsdangerous-signed `[row id, campaign]`
+pairs; they still read, as `legacy_id` (the migration kept each row's id there, and new
+rows never get one).
+
+Public API (also for the bounce mailbox): `Tokens.make(purpose, subscriber.token,
+campaign_id)` and `Tokens.read(purpose, token)`; `SubscriberList.by_link(session, data)`
+turns the result into a subscriber.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from itsdangerous import BadSignature, URLSafeSerializer
 
 from .errors import ConfigError, DataError
 
-CONFIRM_MAX_AGE = 7 * 24 * 3600
 PURPOSES = ("unsubscribe", "preferences", "confirm")
+KEY_BYTES = 10  # the random per-subscriber (or per-signup) value: 80 bits
+NO_CAMPAIGN = 0
 
 
 class InvalidToken(DataError):
-    """A forged, tampered, truncated or expired token."""
+    """A forged, tampered, truncated, wrong-purpose or unknown token."""
 
 
 @dataclass(frozen=True)
 class TokenData:
-    subscriber_id: int
+    """What a valid token says: whose random value, and which campaign's message."""
+
+    key: str | None  # hex of the random value; None for a legacy (pre-0005) link
     campaign_id: int | None
+    legacy_id: int | None = None
 
 
 class Tokens:
     def __init__(self, secret_key: str):
         if not secret_key:
             raise ConfigError("setting 'secret_key' is required to sign links", hint="run: newsletter init")
-        self._plain = {purpose: URLSafeSerializer(secret_key, salt=f"newsletter.{purpose}") for purpose in PURPOSES}
-        self._timed = URLSafeTimedSerializer(secret_key, salt="newsletter.confirm.timed")
+        derived = hashlib.sha512(b"newsletter.tokens.v2\x00" + secret_key.encode()).digest()
+        self._siv = AESSIV(derived)  # 512-bit key: AES-256-SIV
+        self._legacy = {purpose: URLSafeSerializer(secret_key, salt=f"newsletter.{purpose}") for purpose in PURPOSES}
 
-    def make(self, purpose: str, subscriber_id: int, campaign_id: int | None = None) -> str:
-        if purpose == "confirm":
-            return self._timed.dumps([subscriber_id])
-        return self._plain[purpose].dumps([subscriber_id, campaign_id])
+    def make(self, purpose: str, key: str, campaign_id: int | None = None) -> str:
+        """The link token for a subscriber's (or a signup's) random value, hex as stored."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            raw = b""
+        if len(raw) != KEY_BYTES:  # e.g. the sample reader of a preview: a link that opens nobody
+            raw = bytes(KEY_BYTES)
+        payload = raw + (campaign_id or NO_CAMPAIGN).to_bytes(4, "big")
+        sealed = self._siv.encrypt(payload, [purpose.encode()])
+        return base64.b32encode(sealed).decode().lower()
 
     def read(self, purpose: str, token: str) -> TokenData:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        if "." in token:
+            return self._read_legacy(purpose, token)
         try:
-            if purpose == "confirm":
-                payload = self._timed.loads(token, max_age=CONFIRM_MAX_AGE)
-                return TokenData(int(payload[0]), None)
-            payload = self._plain[purpose].loads(token)
-            subscriber_id, campaign_id = payload
-            return TokenData(int(subscriber_id), None if campaign_id is None else int(campaign_id))
-        except SignatureExpired:
-            raise InvalidToken("this link has expired") from None
-        except (BadSignature, ValueError, TypeError, IndexError):
+            sealed = base64.b32decode(token.upper().encode("ascii"))
+            payload = self._siv.decrypt(sealed, [purpose.encode()])
+        except (InvalidTag, binascii.Error, ValueError, UnicodeError):
             raise InvalidToken("this link is not valid") from None
+        if len(payload) != KEY_BYTES + 4:
+            raise InvalidToken("this link is not valid")
+        raw, campaign = payload[:KEY_BYTES], int.from_bytes(payload[KEY_BYTES:], "big")
+        if raw == bytes(KEY_BYTES):
+            raise InvalidToken("this link is not valid")
+        return TokenData(raw.hex(), campaign or None)
+
+    def _read_legacy(self, purpose: str, token: str) -> TokenData:
+        if purpose == "confirm":
+            # Pre-0005 confirmation links could be replayed; they are refused (sign up again).
+            raise InvalidToken("this link has expired")
+        try:
+            subscriber_id, campaign_id = self._legacy[purpose].loads(token)
+            return TokenData(None, None if campaign_id is None else int(campaign_id), int(subscriber_id))
+        except (BadSignature, ValueError, TypeError):
+            raise InvalidToken("this link is not valid") from None
+
+    def legacy(self, purpose: str, subscriber_id: int, campaign_id: int | None = None) -> str:
+        """A link as messages sent before migration 0005 carried it (for tests of that path)."""
+        return self._legacy[purpose].dumps([subscriber_id, campaign_id])

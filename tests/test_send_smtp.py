@@ -43,7 +43,7 @@ def test_every_message_is_well_formed(cli, send_env, monkeypatch):
         assert message["Message-ID"].endswith("@calmharbor.example>")
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         https, mailto = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
-        assert https.startswith("http://127.0.0.1:8000/u/") and mailto.startswith("mailto:")
+        assert https.startswith("https://news.calmharbor.example/u/") and mailto.startswith("mailto:")
         token = https.rsplit("/", 1)[1]
         data = Tokens(SECRET).read("unsubscribe", token)
         person = str(message["To"].addresses[0].addr_spec)

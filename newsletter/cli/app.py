@@ -87,4 +87,4 @@ def recipient_for(app: App, email: str | None):
     if not email:
         return SAMPLE_RECIPIENT
     record = app.subscribers().find(email)
-    return Recipient(record.id, record.email, record.name, record.attributes)
+    return Recipient(record.id, record.email, record.name, record.attributes, record.token)

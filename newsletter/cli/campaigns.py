@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DeliveryError, NewsletterError
+from ..errors import ConfigError, DeliveryError, NewsletterError
 from .app import App, pass_app, resolve_issue
 
 
@@ -22,6 +22,21 @@ def parse_rate(_ctx, _param, value: str | None) -> float | None:
     if rate <= 0:
         raise click.BadParameter("must be more than 0")
     return rate
+
+
+def refuse_private_base_url(settings) -> None:
+    """A real send puts base_url in every List-Unsubscribe and footer link: it must be
+    public https://, or nobody can unsubscribe (the outbox is not a real send)."""
+    from ..config import public_base_url_problem
+
+    if settings.adapter == "outbox":
+        return
+    problem = public_base_url_problem(settings.base_url)
+    if problem:
+        raise ConfigError(
+            f"refusing a real send: {problem}",
+            hint="set base_url to the public https:// address of `newsletter serve`, or pass --insecure-base-url",
+        )
 
 
 def campaigns_service(app: App):
@@ -126,6 +141,11 @@ def print_summary(summary) -> None:
 @click.option("--again", is_flag=True, help="Send an issue that was already sent, as a new campaign.")
 @click.option("--queue", "queue_only", is_flag=True, help="Create the campaign and leave the sending to workers.")
 @click.option(
+    "--insecure-base-url",
+    is_flag=True,
+    help="Send for real even though base_url is not public https:// (links will not work for readers).",
+)
+@click.option(
     "--at",
     "at",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M%z"]),
@@ -145,12 +165,15 @@ def send(
     again: bool,
     queue_only: bool,
     at,
+    insecure_base_url: bool = False,
 ) -> None:
     """Send an issue to a segment, exactly once per subscriber; re-running resumes."""
     from ..delivery import make_adapter
 
     app.override(adapter=adapter, rate=rate)
     settings = app.settings
+    if not dry_run and not insecure_base_url:
+        refuse_private_base_url(settings)
     service = campaigns_service(app)
     path = resolve_issue(app, issue)
     parsed, rendered = service.prepare(path, force=force)

@@ -102,7 +102,8 @@ def subscribers_list(app: App, status: str | None, tag: str | None, fmt: str) ->
             )
 
 
-def write_csv(records, stream) -> int:
+def write_csv(records, stream, raw: bool = False) -> int:
+    """CSV of the records; unless `raw`, every cell is made safe to open in a spreadsheet."""
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
@@ -110,22 +111,41 @@ def write_csv(records, stream) -> int:
         row = dict(record)
         row["tags"] = ";".join(record["tags"])
         row["attributes"] = json.dumps(record["attributes"], ensure_ascii=False) if record["attributes"] else ""
-        writer.writerow(["" if row[column] is None else row[column] for column in EXPORT_COLUMNS])
+        cells = ["" if row[column] is None else str(row[column]) for column in EXPORT_COLUMNS]
+        writer.writerow(cells if raw else [spreadsheet_safe(cell) for cell in cells])
         count += 1
     return count
 
 
+FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """OWASP CSV injection guidance: a cell a spreadsheet would evaluate starts with a quote."""
+    return f"'{cell}" if cell.startswith(FORMULA_LEAD) else cell
+
+
 @subscribers.command("export")
 @click.argument("file", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write cells exactly as stored, even those a spreadsheet would run as a formula (=, +, -, @).",
+)
 @pass_app
-def subscribers_export(app: App, file: str) -> None:
-    """Export every subscriber as CSV (re-importable unchanged). FILE defaults to stdout."""
+def subscribers_export(app: App, file: str, raw: bool) -> None:
+    """Export every subscriber as CSV (re-importable unchanged). FILE defaults to stdout.
+
+    Cells starting with = + - @ (or a tab or carriage return) get a leading apostrophe
+    so a spreadsheet shows them as text instead of running them (OWASP CSV injection).
+    --raw writes them as stored: use it for a backup you mean to import again.
+    """
     records = app.subscribers().iter_records()
     if file == "-":
-        write_csv(records, sys.stdout)
+        write_csv(records, sys.stdout, raw)
         return
     with open(file, "w", newline="", encoding="utf-8") as handle:
-        count = write_csv(records, handle)
+        count = write_csv(records, handle, raw)
     click.echo(f"Exported {count} subscribers to {file}.")
 
 
@@ -177,8 +197,9 @@ def subscribers_forget(app: App, email: str, yes: bool) -> None:
     """Erase a subscriber's personal data; the address is suppressed for good."""
     if not yes:
         click.confirm("Erase this subscriber's data permanently?", abort=True, err=True)
-    app.subscribers().forget(email)
-    click.echo("Erased. The address is on the suppression list and will never be mailed or imported.")
+    removed = app.subscribers().forget(email, outbox_dir=app.settings.outbox_dir)
+    files = f" Deleted {removed} message file(s) from the outbox." if removed else ""
+    click.echo(f"Erased.{files} The address is on the suppression list and will never be mailed or imported.")
 
 
 @subscribers.command("stats")

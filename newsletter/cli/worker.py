@@ -39,6 +39,19 @@ def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
     click.echo(f"Worker started ({concurrency} sender(s)); waiting for campaigns.", err=True)
-    runner.run(idle_exit=exit_when_idle)
+    # Workers also send the signup confirmation emails `serve` queued (retrying failures).
+    from ..signups import SignupQueueRunner, Signups
+
+    signups = Signups(app.db, app.settings)
+    if exit_when_idle:
+        signups.drain()
+        queue = None
+    else:
+        queue = SignupQueueRunner(signups).start()
+    try:
+        runner.run(idle_exit=exit_when_idle)
+    finally:
+        if queue is not None:
+            queue.stop()
     if runner.errors and exit_when_idle:
         raise NewsletterError(runner.errors[-1])

@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from itsdangerous import URLSafeSerializer
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings, load_settings
 from ..db import Database
+from ..signups import SignupQueueRunner, Signups
 from ..subscribers import SubscriberList
 from ..tokens import Tokens
 
@@ -45,16 +48,21 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage,
     )
+    app.config["SIGNUP_QUEUE_THREAD"] = True  # tests turn it off and drain by hand
     if test_config:
         app.config.update(test_config)
     if settings.proxy_count:
         app.wsgi_app = ProxyFix(
             app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count, x_host=settings.proxy_count
         )
-    app.extensions["newsletter"] = WebContext(settings)
+    context = WebContext(settings)
+    app.extensions["newsletter"] = context
+    if app.config["SIGNUP_QUEUE_THREAD"]:
+        context.start_queue()
     app.jinja_env.globals.update(
         organization=lambda: settings.organization, postal_address=lambda: settings.postal_address
     )
+    app.session_interface = NoCookieForEmbeds()
     csrf.init_app(app)
     limiter.init_app(app)
 
@@ -76,12 +84,33 @@ class WebContext:
         self.db = Database(settings.database_url)
         self.subscribers = SubscriberList(self.db, settings.secret_key)
         self.tokens = Tokens(settings.secret_key)
+        self.signups = Signups(self.db, settings)
+        # Signs the embeddable form's token: proves the snippet came from /subscribe/embed.
+        self.embed_tokens = URLSafeSerializer(settings.secret_key, salt="newsletter.embed-form")
+        self.queue: SignupQueueRunner | None = None
+
+    def start_queue(self) -> None:
+        """Send confirmation emails from a background thread, off the request path."""
+        self.queue = SignupQueueRunner(self.signups).start()
+
+    def wake_queue(self) -> None:
+        if self.queue is not None:
+            self.queue.wake()
+
+
+class NoCookieForEmbeds(SecureCookieSessionInterface):
+    """The embedded signup answers a post from another site: it never sets a cookie."""
+
+    def should_set_cookie(self, app: Flask, session) -> bool:
+        if request.endpoint == "pages.embedded_signup":
+            return False
+        return super().should_set_cookie(app, session)
 
 
 def _register_handlers(app: Flask) -> None:
     @app.after_request
     def security_headers(response: Response) -> Response:
-        embeddable = request.endpoint == "pages.subscribe"
+        embeddable = request.endpoint in ("pages.subscribe", "pages.embedded_signup")
         archive = request.endpoint == "pages.archive_issue"
         # Archived issues are email HTML: inline styles are how email is written.
         style = "'self' 'unsafe-inline'" if archive else "'self'"

@@ -3,47 +3,60 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from itsdangerous import BadSignature
 from sqlalchemy import func, select
 
-from ..addresses import normalize_email, redact_addresses
-from ..delivery import make_adapter
-from ..errors import DataError, DeliveryError, NotFound
-from ..message import transactional
+from ..addresses import normalize_email
+from ..errors import DataError, NotFound
 from ..models import Campaign, Subscriber
 from ..render import EMPTY_RECIPIENT, RenderedIssue
+from ..signups import RESUBSCRIBE_SOURCE
 from ..tokens import InvalidToken, TokenData
 from . import csrf, limiter
 
 log = logging.getLogger(__name__)
 pages = Blueprint("pages", __name__)
 ONE_CLICK_VALUE = "One-Click"
+HONEYPOT = "website"  # a field people never see (hidden by CSS); bots fill it in
 
 
 def web():
     return current_app.extensions["newsletter"]
 
 
+def invalid_link(message: str = "This link is not valid") -> Response:
+    """The one answer for forged, tampered, wrong-purpose, expired, used and erased
+    people's links alike (400): a link that opens nobody says nothing about anybody."""
+    return Response(
+        render_template(
+            "error.html",
+            title="This link is not valid",
+            message=f"{message}. If you copied it from an email, make sure you copied all of it.",
+        ),
+        400,
+    )
+
+
 def read_token(purpose: str, token: str) -> TokenData:
     try:
         return web().tokens.read(purpose, token)
     except InvalidToken as exc:
-        abort(
-            Response(
-                render_template(
-                    "error.html",
-                    title="This link is not valid",
-                    message=f"{str(exc).capitalize()}. If you copied it from an email, make sure you copied all of it.",
-                ),
-                400,
-            )
-        )
+        abort(invalid_link(str(exc).capitalize()))
 
 
-def load_subscriber(subscriber_id: int) -> Subscriber | None:
-    with web().db.session() as session:
-        return session.get(Subscriber, subscriber_id)
+def subscriber_for(data: TokenData) -> Subscriber:
+    try:
+        return web().subscribers.from_link(data)
+    except NotFound:
+        abort(invalid_link())
+
+
+def topic_names(tags: list[str]) -> list[str]:
+    return [tag.replace("-", " ").replace("_", " ").capitalize() for tag in tags]
 
 
 @pages.route("/")
@@ -57,22 +70,16 @@ def index():
 def unsubscribe(token: str):
     data = read_token("unsubscribe", token)
     if request.method == "POST" and request.form.get("List-Unsubscribe") == ONE_CLICK_VALUE:
-        # RFC 8058: answer 200, no redirect, idempotent; an erased address has nothing to change.
+        # RFC 8058: answer 200, no redirect, idempotent.
         try:
-            web().subscribers.unsubscribe_id(data.subscriber_id, "one-click", data.campaign_id)
+            web().subscribers.unsubscribe_link(data, "one-click")
         except NotFound:
-            pass
+            return Response("This link is not valid.\n", 400, mimetype="text/plain")
         return Response("You are unsubscribed.\n", 200, mimetype="text/plain")
-    subscriber = load_subscriber(data.subscriber_id)
-    if subscriber is None:
-        return render_template(
-            "error.html",
-            title="Not on our list",
-            message="This address is no longer on our list. Nothing more will be sent to it.",
-        ), 404
+    subscriber = subscriber_for(data)
     if request.method == "POST":
         csrf.protect()  # the form path of this exempt view still needs its CSRF token
-        web().subscribers.unsubscribe_id(data.subscriber_id, "web", data.campaign_id)
+        web().subscribers.unsubscribe_link(data, "web")
         return render_template("unsubscribed.html", email=subscriber.email, token=token)
     return render_template(
         "unsubscribe.html",
@@ -84,12 +91,26 @@ def unsubscribe(token: str):
 
 @pages.route("/u/<token>/resubscribe", methods=["POST"])
 def resubscribe(token: str):
+    """Undo within the window after this link unsubscribed; otherwise a new double opt-in."""
     data = read_token("unsubscribe", token)
+    settings = web().settings
     try:
-        subscriber = web().subscribers.resubscribe_id(data.subscriber_id, "web")
+        subscriber, undone = web().subscribers.undo_unsubscribe(
+            data, timedelta(hours=settings.resubscribe_window_hours)
+        )
     except NotFound:
-        abort(404)
-    return render_template("resubscribed.html", email=subscriber.email)
+        return invalid_link()
+    if undone:
+        return render_template("resubscribed.html", email=subscriber.email)
+    web().signups.enqueue(
+        subscriber.email,
+        "",
+        request.remote_addr or "",
+        settings.consent_text,
+        source=RESUBSCRIBE_SOURCE,
+    )
+    web().wake_queue()
+    return render_template("check_inbox.html", days=settings.confirm_link_days)
 
 
 # -- signup and double opt-in -------------------------------------------------------------
@@ -97,88 +118,139 @@ def _subscribe_limit() -> str:
     return web().settings.subscribe_rate_limit
 
 
+def _signup_form(embedded: bool) -> tuple[dict[str, str], list[str], str | None]:
+    """The submitted fields, the topics chosen, and the error to show (None if fine)."""
+    form = {"email": request.form.get("email", "").strip(), "name": request.form.get("name", "").strip()[:200]}
+    offered = web().settings.topic_list
+    topics = [topic for topic in request.form.getlist("topics") if topic in offered]
+    try:
+        normalize_email(form["email"])
+    except DataError:
+        return form, topics, "Please enter a valid email address."
+    if request.form.get("consent") != "yes":
+        return form, topics, "Please tick the box to confirm you want the newsletter."
+    return form, topics, None
+
+
+def _queue_signup(form: dict[str, str], topics: list[str], source: str) -> None:
+    settings = web().settings
+    # The same work for every address (one queued row): the answer's timing reveals nothing.
+    web().signups.enqueue(
+        form["email"], form["name"], request.remote_addr or "", settings.consent_text, source=source, tags=topics
+    )
+    web().wake_queue()
+
+
 @pages.route("/subscribe", methods=["GET", "POST"])
 @limiter.limit(_subscribe_limit, methods=["POST"])
 def subscribe():
     settings = web().settings
+    context = {"consent_text": settings.consent_text, "offered": settings.topic_list}
     if request.method == "GET":
-        return render_template("subscribe.html", consent_text=settings.consent_text, error=None, form={})
-    form = {"email": request.form.get("email", "").strip(), "name": request.form.get("name", "").strip()}
-    error = None
-    try:
-        normalize_email(form["email"])
-    except DataError:
-        error = "Please enter a valid email address."
-    if not error and request.form.get("consent") != "yes":
-        error = "Please tick the box to confirm you want the newsletter."
+        return render_template("subscribe.html", error=None, form={}, chosen=set(), **context)
+    form, topics, error = _signup_form(embedded=False)
     if error:
-        return render_template("subscribe.html", consent_text=settings.consent_text, error=error, form=form), 400
-    subscriber = web().subscribers.signup(
-        form["email"],
-        form["name"][:200],
-        request.remote_addr or "",
-        settings.consent_text,
-        source=f"web:{request.referrer or 'subscribe form'}"[:200],
+        return render_template("subscribe.html", error=error, form=form, chosen=set(topics), **context), 400
+    _queue_signup(form, topics, "web:subscribe form")
+    return render_template("check_inbox.html", days=settings.confirm_link_days)
+
+
+@pages.route("/subscribe/embed", methods=["GET"])
+def embed():
+    """The copy-paste form for the clinic's own website, and how to set it up."""
+    snippet = embed_snippet()
+    return render_template(
+        "embed.html", snippet=snippet, origins=web().settings.signup_origins, base=web().settings.base_url
     )
-    if subscriber is not None:
-        _send_confirmation(subscriber)
-    # The same answer whether or not the address was known: the form reveals nothing.
-    return render_template("check_inbox.html")
 
 
-def _send_confirmation(subscriber: Subscriber) -> None:
+def embed_snippet() -> str:
     settings = web().settings
-    link = f"{settings.base_url.rstrip('/')}/confirm/{web().tokens.make('confirm', subscriber.id)}"
-    context = {"link": link, "organization": settings.organization, "postal_address": settings.postal_address}
-    message = transactional(
-        settings,
-        subscriber.email,
-        subscriber.name,
-        f"Please confirm your subscription to {settings.organization}",
-        render_template("confirm_email.txt", **context),
-        render_template("confirm_email.html", **context),
-    )
-    try:
-        with make_adapter(settings, folder="transactional") as adapter:
-            results = list(adapter.send([message]))
-    except DeliveryError as exc:
-        log.error("confirmation email not sent: %s", exc)
-        return
-    if not results[0].accepted:
-        log.error("confirmation email not sent: %s", redact_addresses(results[0].reason))
+    return render_template(
+        "embed_snippet.html",
+        action=f"{settings.base_url.rstrip('/')}{url_for('pages.embedded_signup')}",
+        form_token=web().embed_tokens.dumps("signup-form"),
+        consent_text=settings.consent_text,
+        offered=settings.topic_list,
+        honeypot=HONEYPOT,
+    ).strip()
 
 
-@pages.route("/confirm/<token>")
-def confirm(token: str):
-    data = read_token("confirm", token)
-    try:
-        subscriber = web().subscribers.confirm_id(data.subscriber_id)
-    except NotFound:
-        abort(404)
-    if subscriber.status != "active":
+@pages.route("/subscribe/embedded", methods=["POST"])
+@csrf.exempt  # posted from the clinic's site: no session cookie; checked below instead
+@limiter.limit(_subscribe_limit, methods=["POST"])
+def embedded_signup():
+    """Signups posted by the embedded form: the Origin (or Referer) must be allowed, the
+    form token must be ours, and the honeypot field (hidden from people) must be empty."""
+    settings = web().settings
+    if not origin_allowed(settings):
         return render_template(
-            "error.html", title="Cannot confirm", message="This address cannot be subscribed. Please contact us."
+            "error.html",
+            title="Please try again",
+            message="This form was not sent from a site we know. Please sign up on our own page.",
+        ), 403
+    try:
+        web().embed_tokens.loads(request.form.get("form_token", ""))
+    except BadSignature:
+        return render_template(
+            "error.html", title="Please try again", message="This form is out of date. Please sign up on our page."
         ), 400
-    preferences = f"/p/{web().tokens.make('preferences', subscriber.id)}"
-    return render_template("confirmed.html", email=subscriber.email, preferences=preferences)
+    form, topics, error = _signup_form(embedded=True)
+    if error:
+        context = {"consent_text": settings.consent_text, "offered": settings.topic_list}
+        return render_template("subscribe.html", error=error, form=form, chosen=set(topics), **context), 400
+    if not request.form.get(HONEYPOT):
+        _queue_signup(form, topics, "web:embedded form")
+    # A bot that filled the honeypot sees the same page and gets nothing.
+    return render_template("check_inbox.html", days=settings.confirm_link_days)
+
+
+def origin_allowed(settings) -> bool:
+    """Origin header (or, if a browser sent none, the Referer's origin) is the app itself
+    or listed in `signup_origins`."""
+    base = urlsplit(settings.base_url)
+    allowed = {f"{base.scheme}://{base.netloc}".lower()}
+    allowed |= {origin.rstrip("/").lower() for origin in settings.signup_origins}
+    origin = request.headers.get("Origin", "")
+    if not origin or origin == "null":
+        referrer = urlsplit(request.headers.get("Referer", ""))
+        origin = f"{referrer.scheme}://{referrer.netloc}" if referrer.scheme and referrer.netloc else ""
+    return origin.rstrip("/").lower() in allowed
+
+
+@pages.route("/confirm/<token>", methods=["GET", "POST"])
+def confirm(token: str):
+    """GET (and HEAD, which link scanners send) only shows a button; POST confirms."""
+    data = read_token("confirm", token)
+    signups = web().signups
+    waiting = signups.waiting(data.key) if data.key else None
+    if waiting is None:
+        return invalid_link("This link was already used or has expired")
+    if request.method == "GET":
+        return render_template("confirm.html", email=waiting.email, token=token, topics=topic_names(waiting.tags))
+    subscriber = signups.confirm(data.key)
+    if subscriber is None:
+        return invalid_link("This link was already used or has expired")
+    preferences = f"/p/{web().tokens.make('preferences', subscriber.token)}"
+    return render_template(
+        "confirmed.html", email=subscriber.email, preferences=preferences, topics=topic_names(subscriber.tags)
+    )
 
 
 # -- preference centre ---------------------------------------------------------------------
 @pages.route("/p/<token>", methods=["GET", "POST"])
 def preferences(token: str):
     data = read_token("preferences", token)
-    subscriber = load_subscriber(data.subscriber_id)
-    if subscriber is None:
-        abort(404)
+    subscriber = subscriber_for(data)
     offered = web().settings.topic_list
     saved = False
     if request.method == "POST":
         if request.form.get("action") == "unsubscribe":
-            web().subscribers.unsubscribe_id(data.subscriber_id, "web", data.campaign_id)
-            unsubscribe_token = web().tokens.make("unsubscribe", data.subscriber_id, data.campaign_id)
+            web().subscribers.unsubscribe_link(data, "web")
+            unsubscribe_token = web().tokens.make("unsubscribe", subscriber.token, data.campaign_id)
             return render_template("unsubscribed.html", email=subscriber.email, token=unsubscribe_token)
         subscriber = web().subscribers.update_preferences(
-            data.subscriber_id, request.form.get("name", "")[:200], request.form.getlist("topics"), offered
+            data, request.form.get("name", "")[:200], request.form.getlist("topics"), offered
         )
         saved = True
     return render_template(
@@ -192,12 +264,27 @@ def archive():
     """Each issue once, as last sent; only the columns the list shows (no snapshots)."""
     with web().db.session() as session:
         latest = select(func.max(Campaign.id)).where(Campaign.status == "done").group_by(Campaign.slug)
-        issues = session.execute(
-            select(Campaign.slug, Campaign.subject, Campaign.created_at)
+        rows = session.execute(
+            select(Campaign.slug, Campaign.subject, Campaign.created_at, Campaign.snapshot["date"].as_string())
             .where(Campaign.id.in_(latest))
             .order_by(Campaign.created_at.desc())
         ).all()
+    # The issue's own date (front matter), not the day it happened to be sent.
+    issues = [
+        {"slug": slug, "subject": subject, "date": _issue_date(issue_date) or created_at.date()}
+        for slug, subject, created_at, issue_date in rows
+    ]
+    issues.sort(key=lambda issue: issue["date"], reverse=True)
     return render_template("archive.html", issues=issues)
+
+
+def _issue_date(value: str | None):
+    from datetime import date
+
+    try:
+        return date.fromisoformat((value or "")[:10])
+    except ValueError:
+        return None
 
 
 @pages.route("/archive/<slug>")
