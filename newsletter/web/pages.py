@@ -146,7 +146,7 @@ def _queue_signup(form: dict[str, str], topics: list[str], source: str) -> None:
 def subscribe():
     settings = web().settings
     context = {"consent_text": settings.consent_text, "offered": settings.topic_list}
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (Flask answers HEAD with the GET view)
         return render_template("subscribe.html", error=None, form={}, chosen=set(), **context)
     form, topics, error = _signup_form(embedded=False)
     if error:
@@ -226,7 +226,7 @@ def confirm(token: str):
     waiting = signups.waiting(data.key) if data.key else None
     if waiting is None:
         return invalid_link("This link was already used or has expired")
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (Flask answers HEAD with the GET view)
         return render_template("confirm.html", email=waiting.email, token=token, topics=topic_names(waiting.tags))
     subscriber = signups.confirm(data.key)
     if subscriber is None:

@@ -188,6 +188,9 @@ def mailgun():
     event = body.get("event-data")
     if not isinstance(event, dict) or not isinstance(event.get("recipient"), str):
         return refuse(400, "missing event-data.recipient")
+    delivery_status = event.get("delivery-status", {})
+    if not isinstance(delivery_status, dict):
+        return refuse(400, "malformed event-data.delivery-status")
     # The signature covers only timestamp + token, not the event: one use per token.
     if not first_use("mailgun", "token", token, 2 * MAX_SKEW):
         return replayed("mailgun")
@@ -196,9 +199,7 @@ def mailgun():
         return replayed("mailgun")
     kind = event.get("event")
     if kind == "failed" and event.get("severity") == "permanent":
-        status = event.get("delivery-status")
-        description = status.get("description", "") if isinstance(status, dict) else ""
-        reason = str(description)[:200]
+        reason = str(delivery_status.get("description", ""))[:200]
         return apply([(event["recipient"], "bounced", f"mailgun permanent failure: {reason}")], "webhook:mailgun")
     if kind == "complained":
         return apply([(event["recipient"], "complained", "mailgun complaint")], "webhook:mailgun")
