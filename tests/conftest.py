@@ -130,8 +130,6 @@ def send_env(monkeypatch, workdir):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NEWSLETTER_RETRY_BASE_DELAY", "0.05")
     monkeypatch.setenv("NEWSLETTER_ADAPTER", "smtp")
-    # A real send refuses a base_url readers cannot reach (see public_base_url_problem).
-    monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://news.calmharbor.example")
 
 
 class Cli:

@@ -24,8 +24,13 @@ def write_issue(directory: Path, body: str, front: str | None = None, name: str 
 
 
 POSTAL = "Calm Harbor Clinic, 100 Example Street, Springfield, IL 62701"
-# Settings every rendering test needs, passed as the environment layer.
-ENV = {"NEWSLETTER_SECRET_KEY": "test-secret-0123456789abcdef", "NEWSLETTER_POSTAL_ADDRESS": POSTAL}
+# Settings every rendering test needs, passed as the environment layer. A real send
+# refuses a base_url readers cannot reach, hence a public-looking https:// one.
+ENV = {
+    "NEWSLETTER_SECRET_KEY": "test-secret-0123456789abcdef",
+    "NEWSLETTER_POSTAL_ADDRESS": POSTAL,
+    "NEWSLETTER_BASE_URL": "https://news.calmharbor.example",
+}
 
 
 def add_subscribers(database_url, addresses, tags=("monthly",)):
@@ -52,3 +57,16 @@ def subscriber_status(database_url, address) -> str:
         status = session.scalar(select(Subscriber.status).where(Subscriber.email_key == address))
     db.dispose()
     return status
+
+
+def address_for_link(database_url, purpose: str, token: str) -> str | None:
+    """Whom a link token opens (links carry a random per-subscriber value, not the id)."""
+    from newsletter.tokens import Tokens
+
+    data = Tokens(ENV["NEWSLETTER_SECRET_KEY"]).read(purpose, token)
+    db = Database(database_url)
+    with db.session() as session:
+        subscriber = SubscriberList.by_link(session, data)
+        address = subscriber.email if subscriber else None
+    db.dispose()
+    return address

@@ -95,7 +95,7 @@ def test_every_message_has_footer_links_and_postal_address(renderer):
     document = lxml.html.document_fromstring(html)
     hrefs = [a.get("href") for a in document.iter("a")]
     assert fields["unsubscribe_url"] in hrefs and fields["preferences_url"] in hrefs
-    assert "http://127.0.0.1:8000/archive/2026-12-understanding-anxiety" in hrefs
+    assert "https://news.calmharbor.example/archive/2026-12-understanding-anxiety" in hrefs
     assert "100 Example Street, Springfield" in document.text_content()
 
 

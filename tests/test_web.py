@@ -168,7 +168,7 @@ def test_signup_double_opt_in(web):
     assert record["consent_text"].startswith("Yes, send me the Calm Harbor newsletter")
     (sent,) = list((outbox / "transactional").glob("*.eml"))
     body = sent.read_text()
-    link = re.search(r"http://127\.0\.0\.1:8000(/confirm/[\w.\-]+)", body.replace("=\n", "")).group(1)
+    link = re.search(r"https://news\.calmharbor\.example(/confirm/\w+)", body.replace("=\n", "")).group(1)
     page = client.get(link)
     assert page.status_code == 200 and "Yes, subscribe me" in page.get_data(as_text=True)
     assert status(people, "new.reader@example.com") == "pending"  # opening the link changes nothing
