@@ -174,7 +174,10 @@ def stack(tmp_path, workdir, monkeypatch):
 
 # -- links that outlive a person ------------------------------------------------------------
 def test_erased_persons_links_open_nobody(stack):
-    zoe = stack.people.add("zoe@example.com", name="Zoe Private", tags=("monthly",))
+    signup = requests.Session()
+    stack.signup(signup, "zoe@example.com", "Zoe Private")
+    zoe_confirm = stack.wait_for_link("zoe@example.com")
+    zoe = stack.people.find("zoe@example.com")  # pending: her confirmation link is still unused
     unsubscribe = f"{stack.base}/u/{stack.tokens.make('unsubscribe', zoe.token, 1)}"
     preferences = f"{stack.base}/p/{stack.tokens.make('preferences', zoe.token, 1)}"
     legacy = f"{stack.base}/u/{stack.tokens.legacy('unsubscribe', zoe.id, None)}"  # links never carry ids now
@@ -196,6 +199,8 @@ def test_erased_persons_links_open_nobody(stack):
         client.get(preferences),
         client.post(preferences, data={"action": "unsubscribe"}),
         client.get(legacy),
+        client.get(zoe_confirm),
+        client.head(zoe_confirm),
     ]
     for response in answers:
         assert response.status_code == 400, response.request.url
