@@ -360,7 +360,10 @@ def test_signup_limit_shared_through_redis(database_url, workdir, monkeypatch, t
         "subscribe_rate_limit": "3 per 10 minutes",
     }
     ip = f"198.51.100.{uuid.uuid4().int % 250}"  # a fresh key in a shared Redis
-    apps = [create_app(load_settings(overrides=overrides), {"TESTING": True}) for _ in range(2)]
+    apps = [
+        create_app(load_settings(overrides=overrides), {"TESTING": True, "SIGNUP_QUEUE_THREAD": False})
+        for _ in range(2)
+    ]
     clients = [app.test_client() for app in apps]
 
     def post(client, n):

@@ -118,7 +118,7 @@ def _subscribe_limit() -> str:
     return web().settings.subscribe_rate_limit
 
 
-def _signup_form(embedded: bool) -> tuple[dict[str, str], list[str], str | None]:
+def _signup_form() -> tuple[dict[str, str], list[str], str | None]:
     """The submitted fields, the topics chosen, and the error to show (None if fine)."""
     form = {"email": request.form.get("email", "").strip(), "name": request.form.get("name", "").strip()[:200]}
     offered = web().settings.topic_list
@@ -148,7 +148,7 @@ def subscribe():
     context = {"consent_text": settings.consent_text, "offered": settings.topic_list}
     if request.method != "POST":  # GET, and HEAD (Flask answers HEAD with the GET view)
         return render_template("subscribe.html", error=None, form={}, chosen=set(), **context)
-    form, topics, error = _signup_form(embedded=False)
+    form, topics, error = _signup_form()
     if error:
         return render_template("subscribe.html", error=error, form=form, chosen=set(topics), **context), 400
     _queue_signup(form, topics, "web:subscribe form")
@@ -195,7 +195,7 @@ def embedded_signup():
         return render_template(
             "error.html", title="Please try again", message="This form is out of date. Please sign up on our page."
         ), 400
-    form, topics, error = _signup_form(embedded=True)
+    form, topics, error = _signup_form()
     if error:
         context = {"consent_text": settings.consent_text, "offered": settings.topic_list}
         return render_template("subscribe.html", error=error, form=form, chosen=set(topics), **context), 400
