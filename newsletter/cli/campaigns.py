@@ -24,12 +24,12 @@ def parse_rate(_ctx, _param, value: str | None) -> float | None:
     return rate
 
 
-def refuse_private_base_url(settings) -> None:
+def refuse_private_base_url(settings, adapter: str | None = None) -> None:
     """A real send puts base_url in every List-Unsubscribe and footer link: it must be
     public https://, or nobody can unsubscribe (the outbox is not a real send)."""
     from ..config import public_base_url_problem
 
-    if settings.adapter == "outbox":
+    if (adapter or settings.adapter) == "outbox":
         return
     problem = public_base_url_problem(settings.base_url)
     if problem:
@@ -256,12 +256,15 @@ def campaigns_show(app: App, campaign_id: int) -> None:
 
 @campaigns.command("resume")
 @click.argument("campaign_id", type=int)
+@click.option("--insecure-base-url", is_flag=True, help="Send even though base_url is not public https://.")
 @pass_app
-def campaigns_resume(app: App, campaign_id: int) -> None:
+def campaigns_resume(app: App, campaign_id: int, insecure_base_url: bool) -> None:
     """Send what a stopped or crashed campaign has left; nobody gets it twice."""
     campaign = campaigns_service(app).store.get(campaign_id)
     if campaign.status == "cancelled":
         raise NewsletterError(f"campaign {campaign_id} was cancelled")
+    if not insecure_base_url:  # the links are made at send time, from today's base_url
+        refuse_private_base_url(app.settings, campaign.adapter)
     run_sender(app, campaign)  # a scheduled campaign resumed by hand starts now
 
 
