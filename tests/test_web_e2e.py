@@ -115,6 +115,7 @@ def test_unsubscribe_from_a_sent_message(stack, browser, artifacts, cli_for_stac
 
 def test_signup_confirm_and_preferences(stack, browser, artifacts):
     shoot(browser, artifacts, f"{stack['base']}/subscribe", "subscribe")
+    shoot(browser, artifacts, f"{stack['base']}/subscribe/embed", "subscribe-embed")
     page = browser.new_page(viewport={"width": 375, "height": 800})
     page.goto(f"{stack['base']}/subscribe")
     page.get_by_label("Email address").fill("new.reader@example.com")
