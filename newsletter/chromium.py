@@ -83,9 +83,16 @@ def offline_page(browser: Any, width: int, dark: bool, height: int = 900) -> Ite
         color_scheme="dark" if dark else "light",
         java_script_enabled=True,
     )
-    context.route("**/*", lambda route: route.abort() if not route.request.url.startswith("data:") else route.continue_())
+    context.route("**/*", _refuse_network)
     page = context.new_page()
     try:
         yield page
     finally:
         context.close()
+
+
+def _refuse_network(route: Any) -> None:
+    if route.request.url.startswith("data:"):
+        route.continue_()
+    else:
+        route.abort()

@@ -12,6 +12,8 @@ their DOM ancestors (email layouts do not overlap boxes).
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from .chromium import DESKTOP_WINDOW, PHONE_WIDTH, offline_page, with_browser
 from .config import Settings
 from .content import Issue, load_issue
+from .errors import ContentError
 from .lint import Finding
 from .render import SAMPLE_RECIPIENT, RenderedIssue, Renderer
 from .tokens import Tokens
@@ -28,6 +31,8 @@ AA_LARGE = 3.0
 LARGE_PX = 24.0  # 18 pt
 LARGE_BOLD_PX = 18.66  # 14 pt, bold
 MODES = ("light", "dark")
+_CACHE: dict[str, list[TextContrast]] = {}
+_CACHE_LOCK = threading.Lock()
 
 # Runs in the page: one record per visible element that has text of its own.
 MEASURE_SCRIPT = """() => {
@@ -172,7 +177,9 @@ def measure_page(page: Any, mode: str) -> list[TextContrast]:
     return results
 
 
-def measure_html(browser: Any, html: str, widths: tuple[int, ...] = (DESKTOP_WINDOW, PHONE_WIDTH)) -> list[TextContrast]:
+def measure_html(
+    browser: Any, html: str, widths: tuple[int, ...] = (DESKTOP_WINDOW, PHONE_WIDTH)
+) -> list[TextContrast]:
     """Measure the message in light and dark mode at each window width; one entry per element and mode."""
     seen: dict[tuple[str, str, str, str, str], TextContrast] = {}
     with offline_page(browser, widths[0], dark=False) as page:
@@ -211,14 +218,33 @@ def contrast_findings(settings: Settings, rendered: RenderedIssue, issue: Issue 
     `chromium_available()` first.
     """
     html = personalised_html(settings, rendered)
+    return findings_from(measure_cached(html), issue, rendered.slug)
+
+
+def measure_cached(html: str) -> list[TextContrast]:
+    """measure_html in a fresh browser, remembered per exact HTML: the same message always
+    measures the same, and `send` after `lint --contrast` (or a test suite) need not relaunch."""
+    key = hashlib.sha256(html.encode("utf-8")).hexdigest()
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
     measured = with_browser(lambda browser: measure_html(browser, html))
-    return findings_from(measured, issue, rendered.slug)
+    with _CACHE_LOCK:
+        if len(_CACHE) >= 32:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = measured
+    return measured
 
 
 def check_issue_contrast(settings: Settings, issue_path: str | Path) -> list[Finding]:
-    """contrast_findings for an issue file (loaded and rendered here)."""
-    issue = load_issue(issue_path)
-    return contrast_findings(settings, Renderer(settings).render(issue), issue)
+    """contrast_findings for an issue file; none for an issue that does not render (lint says why)."""
+    try:
+        issue = load_issue(issue_path)
+        rendered = Renderer(settings).render(issue)
+        html = personalised_html(settings, rendered)
+    except ContentError:
+        return []
+    return findings_from(measure_cached(html), issue, rendered.slug)
 
 
 def _locate(issue: Issue | None, text: str, slug: str) -> str:
