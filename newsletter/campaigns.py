@@ -217,7 +217,7 @@ class Campaigns:
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
         findings = Linter(self.settings).lint(issue_path)
-        if chromium_available():  # `lint --contrast`, wherever a browser is installed to measure it
+        if not force and chromium_available():  # `lint --contrast`, wherever a browser can measure it
             findings += check_issue_contrast(self.settings, issue_path)
         errors = [finding for finding in findings if finding.severity == "error"]
         if errors and not force:

@@ -21,7 +21,7 @@ from newsletter.contrast import (
 from newsletter.render import Renderer
 
 from .conftest import ROOT
-from .helpers import ENV, SAMPLE_ISSUE, SAMPLE_ISSUES, write_issue
+from .helpers import ENV, SAMPLE_ISSUE, SAMPLE_ISSUES, add_subscribers, write_issue
 
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not chromium_available(), reason="chromium is not installed (apt-get install -y chromium); .ci/run installs it"
@@ -150,3 +150,23 @@ def test_missing_playwright_is_one_line_naming_the_extra(workdir, monkeypatch):
         "Error: Playwright is not installed, so proofs and contrast checks cannot run",
         "Hint: pip install -e '.[proofs]'",
     ]
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_send_refuses_low_contrast_like_a_lint_error(tmp_path, workdir, monkeypatch, sqlite_url):
+    light_css = (
+        ".button { display: inline-block;",
+        ".button { color: #f0d0c8 !important; display: inline-block;",
+    )
+    templates = templates_with(tmp_path, *light_css)
+    for name, value in {**ENV, "NEWSLETTER_TEMPLATES_DIR": str(templates)}.items():
+        monkeypatch.setenv(name, value)
+    add_subscribers(sqlite_url, ["reader@example.com"])
+    send = ["--database-url", sqlite_url, "send", str(SAMPLE_ISSUE), "--dry-run"]
+    result = CliRunner().invoke(main, send)
+    assert result.exit_code == 1, result.output
+    assert 'a.button "Book a consultation" is #f0d0c8 on #b84a33' in result.stderr
+    assert "[contrast]" in result.stderr and "--force" in result.stderr
+    result = CliRunner().invoke(main, [*send, "--force"])
+    assert result.exit_code == 0, result.output
