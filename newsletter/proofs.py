@@ -30,7 +30,6 @@ from .tokens import Tokens
 SHEET_WIDTH = 1280
 MESSAGE_WIDTH = 600
 DESKTOP_CROP = 616  # the 600 px message and 8 px of the window each side
-MAX_SHEET_HEIGHT = 16000  # Chromium's screenshots go blank past ~16,384 px; shrink the sheet to fit
 PANELS = (  # name, window width, mode
     ("phone-light", PHONE_WIDTH, "light"),
     ("phone-dark", PHONE_WIDTH, "dark"),
@@ -315,9 +314,6 @@ def _screenshot_sheet(browser: Any, sheet_html: str, png_path: Path) -> tuple[in
     with offline_page(browser, SHEET_WIDTH, dark=False) as page:
         page.set_content(sheet_html, wait_until="load")
         height = page.evaluate("() => Math.ceil(document.documentElement.scrollHeight)")
-        if height > MAX_SHEET_HEIGHT:  # a very long issue: shrink the whole sheet rather than lose its end
-            page.evaluate(f"() => {{ document.body.style.zoom = {MAX_SHEET_HEIGHT / height:.4f}; }}")
-            height = page.evaluate("() => Math.ceil(document.documentElement.scrollHeight)")
         rects = page.evaluate(
             """() => Object.fromEntries([...document.querySelectorAll('figure[data-panel] img')].map((img) => {
                  const r = img.getBoundingClientRect();  // the screenshot inside the 1 px frame
