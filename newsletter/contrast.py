@@ -181,16 +181,21 @@ def measure_html(
     browser: Any, html: str, widths: tuple[int, ...] = (DESKTOP_WINDOW, PHONE_WIDTH)
 ) -> list[TextContrast]:
     """Measure the message in light and dark mode at each window width; one entry per element and mode."""
-    seen: dict[tuple[str, str, str, str, str], TextContrast] = {}
+    seen: dict[tuple, TextContrast] = {}
     with offline_page(browser, widths[0], dark=False) as page:
         for width in widths:
             page.set_viewport_size({"width": width, "height": 900})
             page.set_content(html, wait_until="load")
             for mode in MODES:
                 page.emulate_media(color_scheme=mode)
-                for item in measure_page(page, mode):
-                    seen.setdefault((item.mode, item.element, item.text, item.color, item.background), item)
+                add_unique(seen, measure_page(page, mode))
     return list(seen.values())
+
+
+def add_unique(seen: dict[tuple, TextContrast], items: list[TextContrast]) -> None:
+    """One entry per element and mode: the same text in the same colours at two widths counts once."""
+    for item in items:
+        seen.setdefault((item.mode, item.element, item.text, item.color, item.background), item)
 
 
 def failures(measured: list[TextContrast]) -> list[TextContrast]:

@@ -21,7 +21,7 @@ from typing import Any
 from .chromium import DESKTOP_WINDOW, PHONE_WIDTH, offline_page, with_browser
 from .config import Settings
 from .content import Issue, load_issue
-from .contrast import MODES, TextContrast, failures, findings_from, measure_page
+from .contrast import MODES, TextContrast, add_unique, failures, findings_from, measure_page
 from .errors import NewsletterError
 from .lint import Finding
 from .render import Recipient, RenderedIssue, Renderer
@@ -126,7 +126,6 @@ def inbox_line(settings: Settings, rendered: RenderedIssue) -> InboxLine:
 
 @dataclass
 class _Drawn:
-    issue: Issue
     inbox: InboxLine
     measured: list[TextContrast]
     findings: list[Finding]
@@ -147,7 +146,7 @@ def _draw(browser: Any, settings: Settings, issue: Issue, rendered: RenderedIssu
     inbox = inbox_line(settings, rendered)
     _measure_inbox(browser, inbox)
     findings = findings_from(measured, issue, issue.slug)
-    return _Drawn(issue, inbox, measured, findings, sheet_page(issue, inbox, panels, text, measured, findings))
+    return _Drawn(inbox, measured, findings, sheet_page(issue, inbox, panels, text, measured, findings))
 
 
 def make_proof_sheet(settings: Settings, issue_path: str | Path, recipient: Recipient, directory: Path) -> ProofSheet:
@@ -186,12 +185,11 @@ PREVIEW_LINK = (
 
 def _draw_panels(browser: Any, html: str) -> tuple[list[Panel], list[TextContrast]]:
     panels: list[Panel] = []
-    seen: dict[tuple[str, str, str, str, str], TextContrast] = {}
+    seen: dict[tuple, TextContrast] = {}
     for name, width, mode in PANELS:
         with offline_page(browser, width, dark=mode == "dark") as page:
             page.set_content(html, wait_until="load")
-            for item in measure_page(page, mode):
-                seen.setdefault((item.mode, item.element, item.text, item.color, item.background), item)
+            add_unique(seen, measure_page(page, mode))
             height = page.evaluate("() => Math.ceil(document.documentElement.scrollHeight)")
             if width == PHONE_WIDTH:
                 png = page.screenshot(full_page=True)
