@@ -54,7 +54,7 @@ def test_sample_issues_parse():
         ("Hi {{ frist_name }}\n", "test-issue.md:6: unknown variable 'frist_name'"),
         (
             "ok\n\nHi {{ subscriber.name | nosuchfilter }}\n",
-            "test-issue.md:8: No filter named 'nosuchfilter'",
+            "test-issue.md:8: unknown filter 'nosuchfilter'",
         ),
         ("{% if subscriber.name %}x{% endif %}\n", "test-issue.md:6: only {{ ... }} expressions"),
         ("Hi {{ subscriber.name\n", "test-issue.md:6: unbalanced"),
