@@ -312,10 +312,16 @@ def lift_expressions(
     def line_at(text: str, offset: int) -> int:
         return first_line + text.count("\n", 0, offset)
 
+    statement_lines: set[int] = set()
+
     def drop_statement(match: re.Match) -> str:
+        line = line_at(body, match.start())
+        if line in statement_lines:
+            return ""
+        statement_lines.add(line)
         return report(
             ContentError(
-                f"{path}:{line_at(body, match.start())}: only {{{{ ... }}}} expressions are allowed in issues, "
+                f"{path}:{line}: only {{{{ ... }}}} expressions are allowed in issues, "
                 "not {% %} or {# #}; write the text itself"
             )
         )

@@ -125,6 +125,17 @@ class Linter:
             findings.append(
                 Finding("warning", where, "subject is in ALL CAPS; write it in sentence case", "subject-caps")
             )
+        review = issue.review
+        if review and review["hash"] != issue.content_hash:
+            findings.append(
+                Finding(
+                    "warning",
+                    issue.where(issue.line_of("reviewed_hash")),
+                    f"changed since {_short(review['by'], 40)} approved it; a real send needs: "
+                    f'newsletter issues approve {issue.slug} --by "NAME"',
+                    "review",
+                )
+            )
         if not issue.preheader:
             findings.append(
                 Finding(

@@ -53,6 +53,20 @@ def issues_new(app: App, slug: str) -> None:
     click.echo(f"Created {target}. Edit it, then: newsletter lint {slug}")
 
 
+@issues.command("approve")
+@click.argument("issue")
+@click.option("--by", "by", required=True, metavar="NAME", help="The reviewing clinician's name.")
+@pass_app
+def issues_approve(app: App, issue: str, by: str) -> None:
+    """Record a clinician's sign-off of this version of the issue (needed for a real send)."""
+    from ..review import approve
+
+    path = resolve_issue(app, issue)
+    review = approve(path, by)
+    click.echo(f"Approved {path} by {review['by']} on {review['on']} (version {review['hash'][:12]}).")
+    click.echo("Any later edit needs a new approval before a real send.")
+
+
 @click.command()
 @click.argument("issue")
 @click.option("--subscriber", "email", help="Personalise for this subscriber (default: a sample reader).")
