@@ -557,6 +557,9 @@ def _from_error(exc: ContentError, rule: str) -> Finding:
     match = re.match(r"^(.+?:\d+|.+?:\?): (.*)$", message, re.S)
     if match:
         return Finding("error", match.group(1), match.group(2), rule)
+    match = re.match(r"^(\S+?\.\w+): (.*)$", message, re.S)  # a file-wide problem: its first line
+    if match:
+        return Finding("error", f"{match.group(1)}:1", match.group(2), rule)
     return Finding("error", "", message, rule)
 
 

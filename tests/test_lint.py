@@ -298,7 +298,7 @@ def test_untouched_scaffold_fails_until_edited(workdir):
     path = workdir / "issues" / "2027-02-sleep.md"
     result = runner.invoke(main, ["lint", str(path)])
     assert result.exit_code == 1
-    assert f"{path}:2: error: placeholder '[Write a clear, specific subject" in result.stdout
+    assert f"{path}:2: error: placeholder '[A clear, specific subject" in result.stdout
     edited = re.sub(r"\[([A-Z][^\[\]\n]*)\](?![(])", "Short plain words here", path.read_text())
     path.write_text(edited)
     result = runner.invoke(main, ["lint", str(path)])
