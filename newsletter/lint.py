@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import lxml.html
 import requests
+from markdown_it import MarkdownIt
 
 from .config import Settings
 from .content import Issue, load_issue, markdown
@@ -37,15 +38,15 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 CLAIMS_FILE = Path(__file__).resolve().parent / "data" / "claims.txt"
 # A quotation of a few words...
 QUOTATION = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{12,})[\"\u201d]")
-# ...attributed to someone: "(a patient)", "-- Maria", "says Maria", "Maria said".
-ATTRIBUTION = re.compile(
-    r"(?:\(|[\u2014\u2013]|--|\b(?:says|said|recalls|shares|shared|writes|wrote|explains|told us)\b)\s*"
-    r"(?:(?:a|an|one|our|one of our)\s+)?(?:patients?|clients?|customers?|participants?|[A-Z][a-z]+\b)"
-    r"|\b[A-Z][a-z]+\s+(?:says|said|recalls|shares|shared|writes|wrote|explains)\b"
-)
+# ...attributed to someone, after it: "(a patient)", "-- Maria", ", says Maria"...
+_WHO = r"(?:(?:a|an|one|our|one of our)\s+)?(?:patients?|clients?|customers?|participants?|[A-Z][a-z]+\b)"
+_SAYS = r"(?:says|said|recalls|shares|shared|writes|wrote|explains|told us|put it)"
+ATTRIBUTED_AFTER = re.compile(rf"^[\s,.!?]*(?:\(|[\u2014\u2013]|--|{_SAYS}\b)\s*{_WHO}")
+# ...or before it: "Maria said", "as one patient put it,"
+ATTRIBUTED_BEFORE = re.compile(rf"{_WHO}\s+{_SAYS}[\s,:]*$")
 FIRST_PERSON = re.compile(r"\b(?:I|me|my|I'm|I\u2019m|I've|I\u2019ve)\b")
-RAW_TAG = re.compile(r"<(?:!--|/?[A-Za-z][A-Za-z0-9-]*\b)[^<>]*>?")
-HTML_MARKDOWN = markdown().__class__("commonmark", {"html": True})
+RAW_TAG = re.compile(r"<(?:!--|/?[A-Za-z][A-Za-z0-9-]*\b)[^<>]*>")
+HTML_MARKDOWN = MarkdownIt("commonmark", {"html": True})
 
 
 @dataclass(frozen=True)
@@ -507,8 +508,8 @@ def _paragraphs(body: str, first_line: int) -> Iterator[tuple[int, str, bool]]:
 
 def _is_testimonial(text: str, in_blockquote: bool) -> bool:
     for match in QUOTATION.finditer(text):
-        around = text[max(0, match.start() - 60) : match.end() + 60]
-        if ATTRIBUTION.search(text[match.end() : match.end() + 60]) or ATTRIBUTION.search(around[:60]):
+        before, after = text[max(0, match.start() - 60) : match.start()], text[match.end() : match.end() + 60]
+        if ATTRIBUTED_AFTER.search(after) or ATTRIBUTED_BEFORE.search(before):
             return True
         if in_blockquote and FIRST_PERSON.search(match.group(1)):
             return True

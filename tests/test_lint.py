@@ -236,6 +236,7 @@ def test_claims_in_preheader_and_story_fields(tmp_path):
         'Maria said "the infusions changed everything for me."\n',
         '"I finally feel like myself again." (a client)\n',
         '> "I felt calm within hours of my first visit."\n',
+        'As one patient put it, "the fog lifted after a week."\n',
     ],
 )
 def test_testimonials_outside_story_blocks(tmp_path, body):
@@ -244,6 +245,11 @@ def test_testimonials_outside_story_blocks(tmp_path, body):
     assert [(f.rule, f.location) for f in findings] == [("testimonial", f"{path}:7")]
     inside = write_issue(tmp_path, f"::: story\nname: Maria\nheadline: Sleep\n\n{body}:::\n", name="story")
     assert lint(inside) == []
+
+
+def test_quotes_that_are_no_testimonial_pass(tmp_path):
+    body = 'The "fight or flight response" is normal.\n\nSome call it "the silent epidemic" (NIH data).\n'
+    assert lint(write_issue(tmp_path, body)) == []
 
 
 def test_story_whose_disclaimer_was_removed_from_the_text_part(tmp_path, templates):
