@@ -132,8 +132,8 @@ class Linter:
                 Finding(
                     "warning",
                     issue.where(issue.line_of("reviewed_hash")),
-                    f"changed since {_short(review['by'], 40)} approved it; a real send needs: "
-                    f'newsletter issues approve {issue.slug} --by "NAME"',
+                    f"changed since {_short(review['by'], 30)} approved it; a real send needs a new "
+                    "`newsletter issues approve`",
                     "review",
                 )
             )

@@ -117,3 +117,5 @@ def test_content_hash_leaves_out_the_sign_off(tmp_path):
     signed = 'subject: "A calm subject"\npreheader: "A preview line"\nreviewed_by: "Dr. X"\nreviewed_hash: "abc"\n'
     assert load_issue(write_issue(tmp_path, "Body.\n", front=signed)).content_hash == plain
     assert load_issue(write_issue(tmp_path, "Body!\n", front=signed)).content_hash != plain
+    claims = signed + 'approved_claims: ["no side effects"]\n'  # the sign-off covers accepted claims
+    assert load_issue(write_issue(tmp_path, "Body.\n", front=claims)).content_hash != plain
