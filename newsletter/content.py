@@ -174,7 +174,7 @@ def parse_issue(source: str, path: Path, problems: list[ContentError] | None = N
     nonce = secrets.token_hex(4)
     slots: dict[str, Slot] = {}
     body = lift_expressions(body, body_line, path, nonce, slots, problems)
-    blocks = parse_blocks(body, body_line, path)
+    blocks = parse_blocks(body, body_line, path, problems)
     for block in blocks:
         block.html = _MD.render(block.body)
     when = front.get("date", "")
@@ -306,6 +306,7 @@ def lift_expressions(
     def report(error: ContentError) -> str:
         if problems is None:
             raise error
+        error.rule = "variables"  # the lint rule it falls under
         problems.append(error)
         return ""
 
@@ -394,7 +395,10 @@ def slot_marker(nonce: str, index: int) -> str:
     return f"zslot{nonce}x{index}z"
 
 
-def parse_blocks(body: str, first_line: int, path: Path) -> list[Block]:
+def parse_blocks(body: str, first_line: int, path: Path, problems: list[ContentError] | None = None) -> list[Block]:
+    """Split the body into blocks. Without `problems` the first mistake raises; with it,
+    each is recorded and mended the likely way (an unclosed block closes where the next
+    opens), so lint can still check the rest."""
     blocks: list[Block] = []
     loose: list[str] = []
     loose_line = first_line
@@ -402,38 +406,52 @@ def parse_blocks(body: str, first_line: int, path: Path) -> list[Block]:
     body_lines: list[str] = []
     in_header = False
 
+    def report(message: str) -> None:
+        if problems is None:
+            raise ContentError(message)
+        error = ContentError(message)
+        error.rule = "blocks"  # the lint rule it falls under
+        problems.append(error)
+
     def flush_loose() -> None:
         text = "".join(loose)
         if text.strip():
             blocks.append(Block("article", loose_line, {}, text, body_line=loose_line))
         loose.clear()
 
+    def close() -> None:
+        current.body = "".join(body_lines)
+        for message in _missing_fields(current, path):
+            report(message)
+        blocks.append(current)
+
     for offset, line in enumerate(body.splitlines(keepends=True)):
         number = first_line + offset
         stripped = line.strip()
+        opened = _OPEN.match(stripped)
+        if opened and current is not None:
+            report(f"{path}:{number}: blocks cannot be nested; close '{current.kind}' with ':::' before this one")
+            close()
+            current = None
         if current is None:
-            opened = _OPEN.match(stripped)
             if opened:
                 kind = opened.group(1)
                 if kind not in BLOCK_KINDS:
-                    raise ContentError(f"{path}:{number}: unknown block '{kind}' (use one of {', '.join(BLOCK_KINDS)})")
+                    report(f"{path}:{number}: unknown block '{kind}' (use one of {', '.join(BLOCK_KINDS)})")
+                    kind = "article"
                 flush_loose()
                 current, body_lines, in_header = Block(kind, number, {}, ""), [], True
             elif _CLOSE.match(stripped):
-                raise ContentError(f"{path}:{number}: ':::' closes a block that was never opened")
+                report(f"{path}:{number}: ':::' closes a block that was never opened; delete it or open one")
             else:
                 if not loose:
                     loose_line = number
                 loose.append(line)
             continue
         if _CLOSE.match(stripped):
-            current.body = "".join(body_lines)
-            _check_fields(current, path)
-            blocks.append(current)
+            close()
             current = None
             continue
-        if _OPEN.match(stripped):
-            raise ContentError(f"{path}:{number}: blocks cannot be nested; close '{current.kind}' first")
         if in_header:
             field_match = _FIELD.match(stripped)
             if field_match and field_match.group(1) in BLOCK_FIELDS[current.kind]:
@@ -444,12 +462,16 @@ def parse_blocks(body: str, first_line: int, path: Path) -> list[Block]:
             current.body_line = number
         body_lines.append(line)
     if current is not None:
-        raise ContentError(f"{path}:{current.line}: '{current.kind}' block is not closed with ':::'")
+        report(f"{path}:{current.line}: '{current.kind}' block is not closed with ':::'; add a ':::' line after it")
+        close()
     flush_loose()
     return blocks
 
 
-def _check_fields(block: Block, path: Path) -> None:
+def _missing_fields(block: Block, path: Path) -> list[str]:
+    missing = []
     for name, required in BLOCK_FIELDS[block.kind].items():
         if required and not block.fields.get(name):
-            raise ContentError(f"{path}:{block.line}: {block.kind} block needs a '{name}:' line")
+            missing.append(f"{path}:{block.line}: {block.kind} block needs a '{name}:' line")
+            block.fields[name] = ""
+    return missing

@@ -73,7 +73,7 @@ class Linter:
             issue = load_issue(path, problems)
         except ContentError as exc:
             return _finish([_from_error(exc, "syntax")])
-        findings = [_from_error(problem, "variables") for problem in problems]
+        findings = [_from_error(problem, getattr(problem, "rule", "syntax")) for problem in problems]
         findings += self._front_matter(issue)
         findings += self._source(issue)
         findings += self._claims(issue)

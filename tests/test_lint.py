@@ -208,6 +208,21 @@ def test_the_example_gives_every_error_in_one_run(tmp_path):
         assert len(str(finding)) <= 200, str(finding)
 
 
+def test_block_mistakes_do_not_hide_the_rest(tmp_path):
+    body = (
+        "::: poem\nRoses.\n:::\n\n::: story\nname: S\n\nIt helped.\n:::\n\n:::\n\n::: tips\ntitle: T\n\n- [First Tip]\n"
+    )
+    path = write_issue(tmp_path, body)
+    findings = lint(path)
+    assert [(f.rule, int(f.location.rsplit(":", 1)[1])) for f in findings] == [
+        ("blocks", 5),  # unknown block 'poem'
+        ("blocks", 9),  # story without a headline
+        ("blocks", 15),  # stray ':::'
+        ("blocks", 17),  # tips never closed
+        ("placeholder", 20),
+    ]
+
+
 def test_approved_claims_pass_for_that_issue_only(tmp_path):
     body = "Most patients report no side effects after the first week.\n"
     assert rules(lint(write_issue(tmp_path, body))) == {"claims"}
