@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .content import REVIEW_FIELDS, content_hash, load_issue
+from .content import REVIEW_FIELDS, Issue, content_hash, load_issue
 from .errors import DataError
 from .render import RenderedIssue
 
@@ -38,6 +38,13 @@ def approve(path: Path, by: str, when: datetime | None = None) -> dict[str, str]
     signed = [f"reviewed_{key}: {json.dumps(value, ensure_ascii=False)}{newline}" for key, value in review.items()]
     path.write_text("".join([lines[0], *kept, *signed, *lines[closing:]]), encoding="utf-8")
     return review
+
+
+def sign_off_state(issue: Issue) -> str:
+    """'approved', 'changed' (since its approval) or 'unreviewed'."""
+    if not issue.review:
+        return "unreviewed"
+    return "approved" if issue.review["hash"] == issue.content_hash else "changed"
 
 
 def require_sign_off(rendered: RenderedIssue, adapter: str) -> None:

@@ -72,3 +72,13 @@ def test_outbox_and_proofs_need_no_sign_off(cli, send_env, monkeypatch, tmp_path
     result = cli("send", str(path), "--yes", "--adapter", "outbox")
     assert "sent 1, failed 0" in result.stdout
     assert "not clinically reviewed" in cli("campaigns", "show", "1").stdout
+
+
+def test_issues_list_shows_the_sign_off_state(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_ISSUES_DIR", str(tmp_path))
+    path = unreviewed_copy(tmp_path)
+    assert " unreviewed " in cli("issues", "list").stdout
+    cli("issues", "approve", "unreviewed", "--by", "Dr. Ana Ruiz")
+    assert " approved " in cli("issues", "list").stdout
+    path.write_text(path.read_text() + "\nOne more line.\n")
+    assert " changed " in cli("issues", "list").stdout

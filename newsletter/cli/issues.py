@@ -19,9 +19,10 @@ def issues() -> None:
 @issues.command("list")
 @pass_app
 def issues_list(app: App) -> None:
-    """List the issues in issues_dir with their subject and date."""
+    """List the issues in issues_dir with their date, sign-off state and subject."""
     from ..content import load_issue
     from ..errors import ContentError
+    from ..review import sign_off_state
 
     directory = Path(app.settings.issues_dir)
     paths = sorted(directory.glob("*.md")) if directory.is_dir() else []
@@ -31,7 +32,7 @@ def issues_list(app: App) -> None:
     for path in paths:
         try:
             issue = load_issue(path)
-            click.echo(f"{issue.slug:<40} {issue.date:<11} {issue.subject}")
+            click.echo(f"{issue.slug:<40} {issue.date:<11} {sign_off_state(issue):<10} {issue.subject}")
         except ContentError as exc:
             click.echo(f"{path.stem:<40} {'':<11} (cannot read: {exc})")
 
