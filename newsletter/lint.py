@@ -84,8 +84,8 @@ class Linter:
             return _finish(findings + [missing])
         try:
             rendered = self.renderer.render(issue)
-        except ContentError as exc:
-            return _finish(findings + [_from_error(exc, "template")])
+        except ContentError as exc:  # a refused script URL names its own rule
+            return _finish(findings + [_from_error(exc, getattr(exc, "rule", "template"))])
         findings += self._expressions(issue, rendered)
         fields = self.renderer.personal_fields(SAMPLE_RECIPIENT, 0, Tokens(self.settings.secret_key or "lint"))
         html, text = rendered.fill(rendered.values_for(SAMPLE_RECIPIENT, fields, errors={}))

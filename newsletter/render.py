@@ -364,18 +364,36 @@ def is_script_url(url: str) -> bool:
     return _IGNORED_IN_SCHEME.sub("", html_module.unescape(url)).lower().startswith(SCRIPT_SCHEMES)
 
 
+class ScriptURLError(ContentError):
+    """A javascript:, data: or vbscript: URL in an issue; `rule` names it for lint."""
+
+    def __init__(self, message: str, rule: str):
+        super().__init__(message)
+        self.rule = rule
+
+
 def refuse_script_urls(issue: Issue) -> None:
-    """ContentError at the first javascript:, data: or vbscript: URL of the issue."""
+    """ScriptURLError at the first javascript:, data: or vbscript: URL of the issue."""
     for block in issue.blocks:
-        candidates = [block.fields.get("url", "")] if block.kind == "cta" else []
-        candidates += [match.group(2) for match in _LINK_ATTRIBUTE.finditer(block.html or "")]
-        for url in candidates:
-            if url and is_script_url(url):
-                line = _line_of(issue, url) or block.line
-                raise ContentError(
-                    f"{issue.where(line)}: refusing a {url.split(':', 1)[0].strip().lower()}: URL "
-                    "(it could run code in a reader's mail client); use an https:// link"
+        candidates = [("url", block.fields.get("url", ""))] if block.kind == "cta" else []
+        candidates += [(match.group(0), match.group(2)) for match in _LINK_ATTRIBUTE.finditer(block.html or "")]
+        for attribute, url in candidates:
+            if not url or not is_script_url(url):
+                continue
+            line = _line_of(issue, url) or block.line
+            scheme = url.split(":", 1)[0].strip().lower()
+            shown = url if len(url) <= 40 else url[:37] + "..."
+            if attribute.lower().startswith("src"):
+                raise ScriptURLError(
+                    f"{issue.where(line)}: refusing a {scheme}: URL as an image source ({shown}): "
+                    "upload the image and link it with https://",
+                    "image-url",
                 )
+            raise ScriptURLError(
+                f"{issue.where(line)}: refusing a {scheme}: URL ({shown}): it could run code in a reader's "
+                "mail client; use an https:// link",
+                "script-url",
+            )
 
 
 def _line_of(issue: Issue, url: str) -> int | None:
