@@ -227,8 +227,11 @@ def campaigns_list(app: App) -> None:
 @click.argument("campaign_id", type=int)
 @pass_app
 def campaigns_show(app: App, campaign_id: int) -> None:
-    """Counts per status, duration, rate and failures grouped by reason."""
+    """Counts per status, duration, rate, failures grouped by reason, and what came back."""
+    from ..feedback import FeedbackLog, describe_counts
+
     print_summary(campaigns_service(app).store.summary(campaign_id))
+    click.echo(f"Came back: {describe_counts(FeedbackLog(app.db).counts_for_campaign(campaign_id))}")
 
 
 @campaigns.command("resume")
