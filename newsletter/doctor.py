@@ -148,7 +148,7 @@ class Doctor:
         for check in checks:
             try:
                 findings += check()
-            except dns.exception.Timeout:
+            except (dns.exception.Timeout, dns.resolver.NoNameservers):
                 findings.append(
                     Finding(
                         check.__name__.removeprefix("check_").upper(),

@@ -256,3 +256,48 @@ def test_webhook_bounce_is_counted_for_its_campaign(cli, send_env, monkeypatch):
     db.dispose()
     assert outcome.changed and outcome.campaign_id == 1
     assert "Came back: 1 bounce" in cli("campaigns", "show", "1").stdout
+
+
+def test_worker_and_serve_poll_the_inbox(cli, send_env, monkeypatch, tmp_path):
+    """inbox_poll: `worker` (PostgreSQL) and `serve` check the mailbox themselves, no cron needed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from .smtp_server import free_port
+
+    sent = send_campaign(cli, monkeypatch, ["ana@example.com"])
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    box.add(fill("postfix-dsn.eml", sent["ana@example.com"]))
+    env = {
+        **os.environ,
+        "NEWSLETTER_DATABASE_URL": cli.database_url,
+        "NEWSLETTER_INBOX_URL": f"maildir:{tmp_path / 'Maildir'}",
+        "NEWSLETTER_INBOX_POLL": "5",
+    }
+    if cli.database_url.startswith("postgresql"):
+        done = subprocess.run(
+            [sys.executable, "-m", "newsletter", "worker", "--exit-when-idle"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"bounced 1" in done.stderr
+    else:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "serve", "--port", str(free_port())],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(600):  # readiness: until the first poll has run
+                if subscriber_status(cli.database_url, "ana@example.com") == "bounced":
+                    break
+                time.sleep(0.1)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    assert subscriber_status(cli.database_url, "ana@example.com") == "bounced"

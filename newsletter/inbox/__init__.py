@@ -145,5 +145,8 @@ class InboxPoller:
                 self.log(f"inbox: {exc}")
             self.stop.wait(self.interval)
 
-    def close(self) -> None:
+    def close(self, wait: float = 60.0) -> None:
+        """Stop polling; a check in progress finishes first (its messages are then all marked)."""
         self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=wait)
