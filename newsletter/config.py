@@ -127,6 +127,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("soft_bounce_limit", 3, int, "Temporary failures (4.x.x) in soft_bounce_days that make an address bounced"),
     Option("soft_bounce_days", 30, int, "Window in days for soft_bounce_limit"),
     Option("dns_resolver", "", str, "HOST:PORT of the DNS server `doctor` asks (default: the system's)"),
+    Option(
+        "claims",
+        "",
+        str,
+        "Comma-separated extra phrases that promise results, reported by lint like the bundled list",
+    ),
+    Option("reading_grade", 8.0, float, "Flesch-Kincaid grade above which lint warns about a block"),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -180,6 +187,8 @@ class Settings:
     soft_bounce_limit: int
     soft_bounce_days: int
     dns_resolver: str
+    claims: str
+    reading_grade: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def require(self, *names: str, why: str) -> None:
@@ -212,6 +221,10 @@ class Settings:
 
         domain = parseaddr(self.bounce_address)[1].rpartition("@")[2] or self.from_domain
         return f"unsubscribe@{domain}"
+
+    @property
+    def claim_list(self) -> list[str]:
+        return [phrase.strip() for phrase in self.claims.split(",") if phrase.strip()]
 
     @property
     def topic_list(self) -> list[str]:
@@ -303,6 +316,8 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
     for name in ("smtp_pool", "max_attempts", "batch_size"):
         if values[name] < 1:
             raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")
+    if not 1 <= values["reading_grade"] <= 20:
+        raise ConfigError(f"setting 'reading_grade' ({where('reading_grade')}) must be a school grade from 1 to 20")
     if values["rate"] < 0:
         raise ConfigError(f"setting 'rate' ({where('rate')}) must not be negative")
 

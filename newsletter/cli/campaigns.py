@@ -227,10 +227,13 @@ def campaigns_list(app: App) -> None:
 @click.argument("campaign_id", type=int)
 @pass_app
 def campaigns_show(app: App, campaign_id: int) -> None:
-    """Counts per status, duration, rate, failures grouped by reason, and what came back."""
+    """Counts per status, duration, rate, failures grouped by reason, the clinical sign-off, what came back."""
     from ..feedback import FeedbackLog, describe_counts
+    from ..review import describe
 
-    print_summary(campaigns_service(app).store.summary(campaign_id))
+    summary = campaigns_service(app).store.summary(campaign_id)
+    print_summary(summary)
+    click.echo(f"  {describe(summary.campaign.snapshot)}")
     click.echo(f"Came back: {describe_counts(FeedbackLog(app.db).counts_for_campaign(campaign_id))}")
 
 
