@@ -120,6 +120,7 @@ EXPECTED_REPORT = {
     "verdicts": {"bounce": 5, "complaint": 1, "auto-reply": 1, "unsubscribe": 1, "unrecognised": 1},
     "changes": {"bounced": 4, "complained": 1, "unsubscribed": 1},
     "unknown": 0,
+    "notes": {},
 }
 
 
@@ -301,3 +302,13 @@ def test_worker_and_serve_poll_the_inbox(cli, send_env, monkeypatch, tmp_path):
             server.terminate()
             server.wait(timeout=10)
     assert subscriber_status(cli.database_url, "ana@example.com") == "bounced"
+
+
+def test_policy_block_is_the_senders_problem(cli, send_env, monkeypatch):
+    """5.7.x (spam filter, DMARC) changes nobody, and the report says why."""
+    sent = send_campaign(cli, monkeypatch, ["ana@example.com"])
+    blocked = fill("postfix-dsn.eml", sent["ana@example.com"]).replace(b"5.1.1", b"5.7.1")
+    result = cli("inbox", "process", input=blocked)
+    assert "policy-block 1" in result.stdout and "Status changes: none." in result.stdout
+    assert "policy-block: 5.7.1" in result.stdout and "ana@example.com" not in result.stdout
+    assert subscriber_status(cli.database_url, "ana@example.com") == "active"

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
+from ..addresses import redact_addresses
 from ..config import Settings
 from ..db import Database
 from ..feedback import SoftBouncePolicy, apply_feedback
 from ..models import InboxMessage
 from ..tokens import Tokens
 from ..verp import ReturnPaths
-from .classify import Classifier, Verdict, parse
+from .classify import POLICY, UNMATCHED, Classifier, Verdict, parse
 from .mailboxes import InboxError, open_mailbox
 
 __all__ = ["Inbox", "InboxError", "InboxPoller", "RunReport"]
@@ -41,12 +42,14 @@ class RunReport:
     verdicts: Counter = field(default_factory=Counter)
     changes: Counter = field(default_factory=Counter)  # new status -> subscribers moved to it
     unknown: int = 0  # events about nobody on the list (erased, or never ours)
+    notes: Counter = field(default_factory=Counter)  # why messages were not applied, e.g. policy blocks
 
     def add(self, other: RunReport) -> None:
         self.seen += other.seen
         self.verdicts.update(other.verdicts)
         self.changes.update(other.changes)
         self.unknown += other.unknown
+        self.notes.update(other.notes)
 
     @property
     def applied(self) -> int:
@@ -58,6 +61,8 @@ class RunReport:
         lines = [f"Messages: {self.seen} ({seen}).", f"Status changes: {changed}."]
         if self.unknown:
             lines.append(f"About addresses not on the list: {self.unknown}.")
+        for note, count in self.notes.most_common(10):
+            lines.append(f"  {count} x {note}")
         return lines
 
     def as_dict(self) -> dict:
@@ -66,6 +71,7 @@ class RunReport:
             "verdicts": dict(self.verdicts),
             "changes": dict(self.changes),
             "unknown": self.unknown,
+            "notes": dict(self.notes),
         }
 
 
@@ -104,12 +110,15 @@ class Inbox:
         except IntegrityError:  # another process applied it at the same moment
             return RunReport(seen=1, verdicts=Counter({DUPLICATE: 1}))
         report.verdicts[verdict.kind] += 1
+        if verdict.kind in (POLICY, UNMATCHED) and verdict.note:
+            report.notes[f"{verdict.kind}: {redact_addresses(verdict.note)[:160]}"] += 1
         return report
 
     def check(self, url: str | None = None) -> RunReport:
         """Read the whole mailbox, apply each message, then move or mark it."""
-        url = url or self.settings.inbox_url
-        self.settings.require("inbox_url", why="to read bounces and complaints")
+        if not url:
+            self.settings.require("inbox_url", why="to read bounces and complaints")
+            url = self.settings.inbox_url
         report = RunReport()
         with open_mailbox(url, self.settings.inbox_folder, timeout=self.settings.smtp_timeout) as mailbox:
             for handle, raw in mailbox.messages():
