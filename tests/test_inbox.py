@@ -200,6 +200,12 @@ def test_mta_pipe_and_mbox(cli, send_env, monkeypatch, tmp_path):
     assert "Status changes: unsubscribed 1." in cli("inbox", "process", input=unsubscribe).stdout
     assert "already-processed 1" in cli("inbox", "process", input=unsubscribe).stdout
     assert status_and_sources(cli, "ana@example.com")[1] == [("status", "mailto", "unsubscribed")]
+    # A vacation reply that reached the unsubscribe address is not an unsubscribe.
+    vacation = fill("mailto-unsubscribe.eml", sent["ben@example.com"], 1).replace(
+        b"Subject: unsubscribe", b"Auto-Submitted: auto-replied\r\nSubject: Out of office"
+    )
+    assert "auto-reply 1" in cli("inbox", "process", input=vacation).stdout
+    assert subscriber_status(cli.database_url, "ben@example.com") == "active"
 
     box = mailbox.mbox(tmp_path / "bounces.mbox")
     box.add(fill("exim-bounce.eml", sent["ben@example.com"]))

@@ -179,6 +179,12 @@ class Classifier:
         temporary, permanent = all_failures(message)
         if statuses or temporary or permanent:
             return self._bounce(message, statuses, temporary, permanent, envelope_delivery)
+        # A mail client's own unsubscribe request may be marked auto-generated; only a reply
+        # (a vacation message) is never an unsubscribe. Replies go to From or Return-Path,
+        # so a tokened unsubscribe address is reached only by acting on List-Unsubscribe.
+        auto_replied = (message.get("Auto-Submitted") or "").strip().lower().startswith("auto-replied")
+        if unsubscribe_token is not None and self._read_token(unsubscribe_token)[0] is not None and not auto_replied:
+            return self._mailto(message, unsubscribe_token)
         if is_auto_reply(message):
             return Verdict(AUTO_REPLY)
         if unsubscribe_token is not None or any(self.paths.is_unsubscribe_mailbox(a) for a in recipients):
