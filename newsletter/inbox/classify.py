@@ -176,7 +176,10 @@ class Classifier:
         if reports:
             return self._complaint(message, reports[0], envelope_delivery)
         statuses = list(_parts(message, "message", "delivery-status"))
-        temporary, permanent = all_failures(message)
+        try:
+            temporary, permanent = all_failures(message)
+        except Exception:  # a heuristic detector tripping over a malformed message: not a bounce
+            temporary, permanent = frozenset(), frozenset()
         if statuses or temporary or permanent:
             return self._bounce(message, statuses, temporary, permanent, envelope_delivery)
         # A mail client's own unsubscribe request may be marked auto-generated; only a reply
