@@ -94,10 +94,14 @@ class Inbox:
         report = RunReport(seen=1)
         message = parse(raw)
         key = message_key(raw, message.get("Message-ID"))
+        with self.db.session() as session:  # seen before: skip the parsing work
+            if session.get(InboxMessage, key) is not None:
+                report.verdicts[DUPLICATE] += 1
+                return report
         verdict = self.classifier.classify(message, envelope_recipients)
         try:
             with self.db.session() as session:
-                if session.get(InboxMessage, key) is not None:
+                if session.get(InboxMessage, key) is not None:  # applied meanwhile by another process
                     report.verdicts[DUPLICATE] += 1
                     return report
                 for event in verdict.events:
