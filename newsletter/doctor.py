@@ -450,7 +450,11 @@ class Doctor:
                 if not secure and host not in ("127.0.0.1", "localhost", "::1"):
                     findings.append(Finding("SMTP", PROBLEM, f"{where}: AUTH not tried without TLS"))
                 else:
-                    client.login(unquote(parts.username), unquote(parts.password or ""))
+                    try:
+                        client.login(unquote(parts.username), unquote(parts.password or ""))
+                    except smtplib.SMTPServerDisconnected:
+                        # some servers hang up after a refused password instead of answering the next mechanism
+                        raise smtplib.SMTPAuthenticationError(535, b"closed after AUTH") from None
                     findings.append(Finding("SMTP", OK, f"{where}: AUTH works (nothing was sent)"))
         except smtplib.SMTPAuthenticationError:
             findings.append(

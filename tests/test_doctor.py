@@ -186,3 +186,38 @@ def test_one_click_redirect_is_a_problem(cli, send_env, monkeypatch):
     finally:
         server.shutdown()
     assert "the one-click POST is redirected (301" in result.stdout
+
+
+def test_smtp_auth_is_tried_without_sending(cli, send_env, monkeypatch):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from .smtp_server import RecordingHandler
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"clinic", b"right"))
+
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        with LocalDNS({}) as dns:
+            findings = {}
+            for password in ("right", "wrong"):
+                monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://clinic:{password}@127.0.0.1:{port}")
+                report = json.loads(cli("doctor", "--resolver", dns.address, "--format", "json", expect=1).stdout)
+                findings[password] = [
+                    (f["status"], f["message"], f["fix"]) for f in report["findings"] if f["check"] == "SMTP"
+                ]
+    finally:
+        controller.stop()
+    assert ("ok", f"127.0.0.1:{port}: AUTH works (nothing was sent)", "") in findings["right"]
+    assert (
+        "problem",
+        f"127.0.0.1:{port}: authentication failed",
+        "check the user and password in smtp_url",
+    ) in findings["wrong"]
+    assert handler.messages == []
