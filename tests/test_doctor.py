@@ -23,9 +23,16 @@ from newsletter.config import load_settings
 from newsletter.doctor import public_key_base64
 from newsletter.web import create_app
 
+from .conftest import Cli
 from .dns_server import LocalDNS
 from .helpers import ENV
 from .smtp_server import SMTPServer, free_port
+
+
+@pytest.fixture
+def cli(sqlite_url, workdir):
+    """The doctor reads no subscriber data: one database kind is enough."""
+    return Cli(sqlite_url)
 
 
 def write_key(path) -> rsa.RSAPrivateKey:
