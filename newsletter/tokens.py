@@ -50,7 +50,7 @@ class InvalidToken(DataError):
 class TokenData:
     """What a valid token says: whose random value, and which campaign's message."""
 
-    key: str | None  # hex of the random value; None for a legacy (pre-0005) link
+    key: str | None  # hex of the random value; None for a legacy (pre-0005) link or "nobody"
     campaign_id: int | None
     legacy_id: int | None = None
 
@@ -68,10 +68,10 @@ class Tokens:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
         try:
-            raw = bytes.fromhex(key)
+            raw = bytes.fromhex(key) if isinstance(key, str) else b""
         except ValueError:
             raw = b""
-        if len(raw) != KEY_BYTES:  # e.g. the sample reader of a preview: a link that opens nobody
+        if len(raw) != KEY_BYTES:  # the sample reader of a preview, doctor's probe: "nobody"
             raw = bytes(KEY_BYTES)
         payload = raw + (campaign_id or NO_CAMPAIGN).to_bytes(4, "big")
         sealed = self._siv.encrypt(payload, [purpose.encode()])
@@ -91,7 +91,7 @@ class Tokens:
             raise InvalidToken("this link is not valid")
         raw, campaign = payload[:KEY_BYTES], int.from_bytes(payload[KEY_BYTES:], "big")
         if raw == bytes(KEY_BYTES):
-            raise InvalidToken("this link is not valid")
+            return TokenData(None, campaign or None)  # "nobody": a sample preview's or doctor's probe link
         return TokenData(raw.hex(), campaign or None)
 
     def _read_legacy(self, purpose: str, token: str) -> TokenData:

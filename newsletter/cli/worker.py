@@ -38,6 +38,11 @@ def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    poller = None
+    if app.settings.inbox_poll and app.settings.inbox_url:
+        from ..inbox import InboxPoller
+
+        poller = InboxPoller(app.settings, app.db, log=lambda line: click.echo(line, err=True)).start()
     click.echo(f"Worker started ({concurrency} sender(s)); waiting for campaigns.", err=True)
     # Workers also send the signup confirmation emails `serve` queued (retrying failures).
     from ..signups import SignupQueueRunner, Signups
@@ -53,5 +58,7 @@ def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
     finally:
         if queue is not None:
             queue.stop()
+        if poller is not None:
+            poller.close()
     if runner.errors and exit_when_idle:
         raise NewsletterError(runner.errors[-1])

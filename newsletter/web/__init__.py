@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings, load_settings
 from ..db import Database
+from ..feedback import FeedbackLog, SoftBouncePolicy
 from ..signups import SignupQueueRunner, Signups
 from ..subscribers import SubscriberList
 from ..tokens import Tokens
@@ -84,6 +85,7 @@ class WebContext:
         self.db = Database(settings.database_url)
         self.subscribers = SubscriberList(self.db, settings.secret_key)
         self.tokens = Tokens(settings.secret_key)
+        self.feedback = FeedbackLog(self.db, SoftBouncePolicy(settings.soft_bounce_limit, settings.soft_bounce_days))
         self.signups = Signups(self.db, settings)
         # Signs the embeddable form's token: proves the snippet came from /subscribe/embed.
         self.embed_tokens = URLSafeSerializer(settings.secret_key, salt="newsletter.embed-form")

@@ -71,6 +71,8 @@ def unsubscribe(token: str):
     data = read_token("unsubscribe", token)
     if request.method == "POST" and request.form.get("List-Unsubscribe") == ONE_CLICK_VALUE:
         # RFC 8058: answer 200, no redirect, idempotent.
+        if data.key is None and data.legacy_id is None:  # "nobody" (`newsletter doctor` probes with it)
+            return Response("Nothing to change.\n", 200, mimetype="text/plain")
         try:
             web().subscribers.unsubscribe_link(data, "one-click")
         except NotFound:

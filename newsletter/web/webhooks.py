@@ -3,9 +3,10 @@
 An unverified request is refused (401/403) and changes nothing; a malformed one gets 400
 (never a 500). A verified request is applied once: the signature (SendGrid, Mailgun) and
 each event id (all three) are remembered for the validity window, so a replay, even with
-other event data under a captured signature, changes nothing. Events are applied by
-address; unknown addresses are ignored (the provider may know people we erased). Failure
-reasons have addresses redacted before they are stored.
+other event data under a captured signature, changes nothing. Each event becomes one
+neutral `Feedback`, applied by the same function as the feedback mailbox's (feedback.py);
+unknown addresses are ignored (the provider may know people we erased). Failure reasons
+have addresses redacted before they are stored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from ..addresses import redact_addresses
+from ..feedback import Feedback
 from ..models import WebhookReceipt, utcnow
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -88,11 +90,12 @@ def replayed(provider: str) -> Response:
     return jsonify({"received": 0, "applied": 0, "replayed": True})
 
 
-def apply(events: list[tuple[str, str, str]], source: str) -> Response:
-    """(email, new status, reason) per event."""
+def apply(events: list[tuple[str, str, str]], source: str, message_id: str | None = None) -> Response:
+    """(email, feedback kind, reason) per event."""
     applied = 0
-    for email, status, reason in events:
-        if web().subscribers.provider_event(email, status, source, redact_addresses(reason)):
+    for email, kind, reason in events:
+        event = Feedback(kind, source, redact_addresses(reason), email=email, message_id=message_id)
+        if web().feedback.apply(event).found:
             applied += 1
     return jsonify({"received": len(events), "applied": applied})
 
@@ -120,10 +123,16 @@ def postmark():
         return replayed("postmark")
     if record_type == "Bounce" and body.get("Type") == "HardBounce":
         return apply(
-            [(email, "bounced", f"postmark hard bounce: {str(body.get('Description', ''))[:200]}")], "webhook:postmark"
+            [(email, "bounce", f"postmark hard bounce: {str(body.get('Description', ''))[:200]}")],
+            "webhook:postmark",
+            message_id=str(body.get("MessageID") or "") or None,
         )
     if record_type == "SpamComplaint":
-        return apply([(email, "complained", "postmark spam complaint")], "webhook:postmark")
+        return apply(
+            [(email, "complaint", "postmark spam complaint")],
+            "webhook:postmark",
+            message_id=str(body.get("MessageID") or "") or None,
+        )
     return apply([], "webhook:postmark")
 
 
@@ -163,9 +172,9 @@ def sendgrid():
             continue
         kind = event.get("event")
         if kind == "bounce" and event.get("type", "bounce") == "bounce":
-            changes.append((event["email"], "bounced", f"sendgrid bounce: {str(event.get('reason', ''))[:200]}"))
+            changes.append((event["email"], "bounce", f"sendgrid bounce: {str(event.get('reason', ''))[:200]}"))
         elif kind == "spamreport":
-            changes.append((event["email"], "complained", "sendgrid spam report"))
+            changes.append((event["email"], "complaint", "sendgrid spam report"))
     return apply(changes, "webhook:sendgrid")
 
 
@@ -200,7 +209,7 @@ def mailgun():
     kind = event.get("event")
     if kind == "failed" and event.get("severity") == "permanent":
         reason = str(delivery_status.get("description", ""))[:200]
-        return apply([(event["recipient"], "bounced", f"mailgun permanent failure: {reason}")], "webhook:mailgun")
+        return apply([(event["recipient"], "bounce", f"mailgun permanent failure: {reason}")], "webhook:mailgun")
     if kind == "complained":
-        return apply([(event["recipient"], "complained", "mailgun complaint")], "webhook:mailgun")
+        return apply([(event["recipient"], "complaint", "mailgun complaint")], "webhook:mailgun")
     return apply([], "webhook:mailgun")
