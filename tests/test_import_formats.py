@@ -237,5 +237,5 @@ def test_fast_address_check_agrees_with_email_validator():
             fast_accepted += 1
             assert fast == exact, address
         assert (import_address(address) if exact else None) == exact, address
-    # The check is not vacuous: most plain addresses take the fast path.
-    assert fast_accepted > 2_500
+    # The check is not vacuous: every plain address and some random ones took the fast path.
+    assert fast_accepted > 2_100
