@@ -39,7 +39,7 @@ BLOCK_FIELDS: dict[str, dict[str, bool]] = {
     "resources": {"title": False},
     "cta": {"text": True, "url": True, "note": False},
 }
-FRONT_MATTER_FIELDS = ("subject", "preheader", "date", "template", "segment", "title")
+FRONT_MATTER_FIELDS = ("subject", "preheader", "date", "template", "segment", "title", "greeting")
 _OPEN = re.compile(r"^:::\s*([a-z]+)\s*$")
 _CLOSE = re.compile(r"^:::\s*$")
 _FIELD = re.compile(r"^([a-z_]+):\s*(.*)$")
@@ -129,6 +129,8 @@ def parse_issue(source: str, path: Path) -> Issue:
     for block in blocks:
         block.html = _MD.render(block.body)
     when = front.get("date", "")
+    if not isinstance(front.get("greeting", True), bool):
+        raise ContentError(f"{path}:1: front matter 'greeting' must be true or false (false leaves out \"Hi Ana,\")")
     return Issue(
         path=path,
         slug=path.stem,

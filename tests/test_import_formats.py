@@ -41,7 +41,7 @@ def text(delimiter: str, line_ending: str = "\n") -> str:
         ("pipe", "|", "utf-8", b"", "delimiter pipe"),
         ("Windows-1252", ";", "cp1252", b"", "encoding cp1252 (detected by charset-normalizer)"),
         ("UTF-8 with BOM", ",", "utf-8", b"\xef\xbb\xbf", "encoding utf-8-sig (byte order mark)"),
-        ("UTF-16 LE with BOM, Excel's Unicode text", "\t", "utf-16-le", b"\xff\xfe", "encoding utf-16 (byte order mark)"),
+        ("UTF-16 LE with BOM, as Excel saves", "\t", "utf-16-le", b"\xff\xfe", "encoding utf-16 (byte order mark)"),
         ("UTF-16 BE with BOM", ",", "utf-16-be", b"\xfe\xff", "encoding utf-16 (byte order mark)"),
     ],
 )
@@ -239,3 +239,33 @@ def test_fast_address_check_agrees_with_email_validator():
         assert (import_address(address) if exact else None) == exact, address
     # The check is not vacuous: every plain address and some random ones took the fast path.
     assert fast_accepted > 2_100
+
+
+def test_greeting_is_on_by_default_and_front_matter_turns_it_off(tmp_path):
+    from newsletter.config import load_settings
+    from newsletter.content import load_issue
+    from newsletter.errors import ContentError
+    from newsletter.render import Recipient, Renderer
+    from newsletter.tokens import Tokens
+
+    from .helpers import ENV, SAMPLE_ISSUE
+
+    renderer = Renderer(load_settings(environ=ENV))
+    ana = Recipient(1, "ana@example.com", "Ana López", {})
+
+    def render(path):
+        rendered = renderer.render(load_issue(path))
+        return rendered.personalise(ana, renderer.personal_fields(ana, 7, Tokens(renderer.settings.secret_key)))
+
+    html, text = render(SAMPLE_ISSUE)
+    assert "Hi Ana," in html and text.count("Hi Ana,") == 1
+    source = SAMPLE_ISSUE.read_text(encoding="utf-8")
+    without = tmp_path / SAMPLE_ISSUE.name
+    without.write_text(source.replace("---\n", "---\ngreeting: false\n", 1), encoding="utf-8")
+    html, text = render(without)
+    assert "Hi Ana," not in html and "Hi Ana," not in text
+    assert 'class="greeting"' not in html
+    wrong = tmp_path / "wrong.md"
+    wrong.write_text(source.replace("---\n", "---\ngreeting: nope\n", 1), encoding="utf-8")
+    with pytest.raises(ContentError, match="front matter 'greeting' must be true or false"):
+        load_issue(wrong)
