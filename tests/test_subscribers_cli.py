@@ -76,8 +76,8 @@ def test_import_reports_each_bad_row_with_line_and_reason(cli, tmp_path):
         b"email,name,tags,reject_reason\n"
         b"not-an-address,Bad,,invalid email address: An email address must have an @-sign.\n"
         b"GOOD@example.com,Duplicate In Other Case,,duplicate of line 2\n"
-        b"extra@example.com,Too,Many,Columns,\"expected 3 fields, found 4\"\n"
-        b"latin1@example.com,Jos\xe9,,\"not valid UTF-8; if the file was saved by Excel, try --encoding cp1252\"\n"
+        b'extra@example.com,Too,Many,Columns,"expected 3 fields, found 4"\n'
+        b'latin1@example.com,Jos\xe9,,"not valid UTF-8; if the file was saved by Excel, try --encoding cp1252"\n'
     )
     shown = json.loads(cli("subscribers", "show", "crlf@example.com").stdout)
     assert "\r" not in shown["name"] and "\n" not in shown["name"]
