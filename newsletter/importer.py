@@ -689,7 +689,7 @@ class Importer:
             if error is not None:
                 batch.append(Reject(line, error, text))
                 continue
-            if not values or all(not value.strip() for value in values):
+            if not "".join(values).strip():  # a blank line, or only empty fields
                 continue
             try:
                 batch.append(parser.parse(values, line, text))
