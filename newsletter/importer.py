@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from .addresses import clean_attributes, clean_tag, clean_text, normalize_email, suppression_hash
 from .errors import DataError
-from .models import FINAL_STATUSES, Event, Subscriber, SubscriberTag, utcnow
+from .models import FINAL_STATUSES, Subscriber, SubscriberTag, utcnow
 from .subscribers import SubscriberList, change_status
 
 BATCH_ROWS = 2000
@@ -476,6 +476,7 @@ SUBSCRIBER_COLUMNS = (
     "unsubscribed_at",
 )
 EVENT_COLUMNS = ("subscriber_id", "at", "kind", "old_status", "new_status", "source", "reason")
+CREATED_EVENTS = "SELECT id, created_at, 'created', '', status, ?, '' FROM subscribers WHERE id"
 
 
 class BulkWriter:
@@ -540,25 +541,40 @@ class BulkWriter:
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
         raise NotImplementedError
 
+    def insert_created_events(self, ids: list[int], source: str) -> None:
+        """A "created" event for each new subscriber, copied from its row inside the database."""
+        raise NotImplementedError
+
 
 class SqliteWriter(BulkWriter):
     CHUNK = 500  # bound parameters per IN (...), well under every SQLite build's limit
     # One b-tree instead of a table plus its primary-key index.
     SEEN_TABLE = BulkWriter.SEEN_TABLE + " WITHOUT ROWID"
 
-    def _select_in(self, sql: str, values: list[str]) -> list[tuple]:
+    def _select_in(self, sql: str, values: list, before: tuple = ()) -> list[tuple]:
         cursor = self.dbapi.cursor()
         found: list[tuple] = []
         for start in range(0, len(values), self.CHUNK):
             chunk = values[start : start + self.CHUNK]
-            cursor.execute(f"{sql} IN ({','.join('?' * len(chunk))})", chunk)
+            cursor.execute(f"{sql} IN ({','.join('?' * len(chunk))})", (*before, *chunk))
             found.extend(cursor.fetchall())
         return found
 
     def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
         self.insert_rows("subscribers", SUBSCRIBER_COLUMNS, values)
+        cursor = self.dbapi.cursor()
+        last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(values) + 1
+        # SQLite has one writer at a time and gives each new row the next rowid, so our rows
+        # took consecutive ids: true exactly when the first and last rows sit at both ends.
+        ends = dict(cursor.execute("SELECT id, email_key FROM subscribers WHERE id IN (?, ?)", (first, last)))
+        if ends.get(first) == keys[0] and ends.get(last) == keys[-1]:
+            return list(range(first, last + 1))
         ids = dict(self._select_in("SELECT email_key, id FROM subscribers WHERE email_key", keys))
         return [ids[key] for key in keys]
+
+    def insert_created_events(self, ids: list[int], source: str) -> None:
+        self._select_in(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS}", ids, (source,))
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -572,6 +588,10 @@ class PostgresWriter(BulkWriter):
         cursor = self.dbapi.cursor()
         cursor.execute(f"{sql} = ANY(%s)", (values,))
         return cursor.fetchall()
+
+    def insert_created_events(self, ids: list[int], source: str) -> None:
+        sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS.replace('?', '%s')} = ANY(%s)"
+        self.dbapi.cursor().execute(sql, (source, ids))
 
     def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
         cursor = self.dbapi.cursor()
@@ -795,10 +815,8 @@ class Importer:
         stored_now = writer.time(now)
         empty_json = writer.json({})
         values = []
-        statuses = []
         for row in rows:
             status = row.status or self.default_status
-            statuses.append(status)
             consent = row.consent
             values.append(
                 (
@@ -822,14 +840,7 @@ class Importer:
             ("subscriber_id", "tag"),
             ((subscriber_id, tag) for subscriber_id, row in zip(ids, rows, strict=True) for tag in row.tags),
         )
-        writer.insert_rows(
-            Event.__tablename__,
-            EVENT_COLUMNS,
-            (
-                (subscriber_id, stored_now, "created", "", status, self.source, "")
-                for subscriber_id, status in zip(ids, statuses, strict=True)
-            ),
-        )
+        writer.insert_created_events(ids, self.source)
 
 
 class _Raised:

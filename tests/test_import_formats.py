@@ -124,6 +124,11 @@ def test_rejects_file_fixed_and_imported_again_adds_exactly_the_fixed_rows(cli, 
     assert len(listed) == 5
     shown = json.loads(cli("subscribers", "show", "cy@example.com").stdout)
     assert shown["attributes"] == {"city": "Zürich"}  # reject_reason is not an attribute
+    assert [(e["kind"], e["new_status"], e["source"]) for e in shown["events"]] == [
+        ("created", "active", "import:rejects.csv")
+    ]
+    assert shown["created_at"] == shown["confirmed_at"] == shown["events"][0]["at"]
+    assert shown["created_at"].endswith("+00:00")
 
 
 def test_detection_rules():
