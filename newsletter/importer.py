@@ -486,9 +486,9 @@ class BulkWriter:
     def __init__(self, session: Session):
         self.session = session
         dialect = session.get_bind().dialect
-        # Store datetimes and JSON exactly as the ORM would (SQLite keeps them as text).
+        # Store datetimes exactly as the ORM would (SQLite keeps them as text). JSON is
+        # json.dumps, the engine's serializer (db.make_engine sets no other).
         self._time = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-        self._json = Subscriber.__table__.c.attributes.type.dialect_impl(dialect).bind_processor(dialect)
 
     @property
     def dbapi(self) -> Any:
@@ -498,8 +498,8 @@ class BulkWriter:
     def time(self, value: datetime | None) -> Any:
         return self._time(value) if self._time and value is not None else value
 
-    def json(self, value: dict[str, Any]) -> Any:
-        return self._json(value) if self._json else json.dumps(value)
+    def json(self, value: dict[str, Any]) -> str:
+        return json.dumps(value)
 
     SEEN_TABLE = "CREATE TEMPORARY TABLE import_seen (email_key VARCHAR(320) PRIMARY KEY, line INTEGER)"
 
