@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .chromium import chromium_available
 from .config import Settings
 from .content import Issue, load_issue
+from .contrast import check_issue_contrast
 from .delivery import Adapter, make_adapter
 from .delivery.base import permanent
 from .errors import ContentError, DataError, DeliveryError, NewsletterError
@@ -215,6 +217,8 @@ class Campaigns:
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
         findings = Linter(self.settings).lint(issue_path)
+        if not force and chromium_available():  # `lint --contrast`, wherever a browser can measure it
+            findings += check_issue_contrast(self.settings, issue_path)
         errors = [finding for finding in findings if finding.severity == "error"]
         if errors and not force:
             raise DataError(

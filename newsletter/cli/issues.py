@@ -112,7 +112,10 @@ def preview(app: App, issue: str, email: str | None, serve: bool, port: int, no_
             server = PreviewServer(app.settings, path, recipient, port)
         except OSError as exc:
             raise listen_error("127.0.0.1", port, exc) from None
-        click.echo(f"Serving {path} at {server.url} (text at {server.url}text); Ctrl-C to stop.")
+        click.echo(
+            f"Serving {path} at {server.url} (text at {server.url}text, proof sheet at {server.url}proofs); "
+            "Ctrl-C to stop."
+        )
         if not no_browser:
             webbrowser.open(server.url)
         server.serve_forever()
@@ -127,12 +130,17 @@ def preview(app: App, issue: str, email: str | None, serve: bool, port: int, no_
 @click.argument("issue")
 @click.option("--check-links", is_flag=True, help="Also request every link (with a timeout).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per link for --check-links.")
+@click.option("--contrast", is_flag=True, help="Also measure text contrast in light and dark mode (needs Chromium).")
 @pass_app
-def lint(app: App, issue: str, check_links: bool, timeout: float) -> None:
+def lint(app: App, issue: str, check_links: bool, timeout: float, contrast: bool) -> None:
     """Check an issue: subject, images, links, footer, disclaimers, crisis resources."""
     from ..lint import Linter
 
     findings = Linter(app.settings, check_links=check_links, link_timeout=timeout).lint(resolve_issue(app, issue))
+    if contrast:
+        from ..contrast import check_issue_contrast
+
+        findings += check_issue_contrast(app.settings, resolve_issue(app, issue))
     for finding in findings:
         click.echo(str(finding))
     errors = sum(f.severity == "error" for f in findings)
