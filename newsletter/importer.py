@@ -553,12 +553,6 @@ class SqliteWriter(BulkWriter):
     CHUNK = 500  # bound parameters per IN (...), well under every SQLite build's limit
     # One b-tree instead of a table plus its primary-key index.
     SEEN_TABLE = BulkWriter.SEEN_TABLE + " WITHOUT ROWID"
-    CACHE_KIB = 0  # page cache for the import's connection; 0 keeps SQLite's default (2 MiB)
-
-    def create_seen(self) -> None:
-        if self.CACHE_KIB:
-            self.dbapi.execute(f"PRAGMA cache_size = -{int(self.CACHE_KIB)}")
-        super().create_seen()
 
     def _select_in(self, sql: str, values: list, before: tuple = ()) -> list[tuple]:
         cursor = self.dbapi.cursor()
