@@ -445,7 +445,8 @@ class RejectsFile:
         return self._quote_buffer.getvalue()
 
     def _line(self, text: str, last: str) -> str:
-        return f"{text.rstrip(chr(13) + chr(10))}{self.source.delimiter}{self._field(last)}{self.source.line_ending}"
+        record = text.rstrip("\r\n")
+        return f"{record}{self.source.delimiter}{self._field(last)}{self.source.line_ending}"
 
     def write(self, reject: Reject) -> None:
         if self.handle is None:
@@ -670,6 +671,10 @@ class Importer:
 
         With `rejects_path`, rejected records go there as they are found (see RejectsFile)."""
         report = ImportReport()
+        if rejects_path is not None and Path(rejects_path).resolve() == Path(path).resolve():
+            raise DataError(
+                f"{path}: the rejects file cannot be the file being imported", hint="give --rejects a new name"
+            )
         try:
             raw = open(path, "rb")
         except OSError as exc:

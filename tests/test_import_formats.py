@@ -274,3 +274,12 @@ def test_greeting_is_on_by_default_and_front_matter_turns_it_off(tmp_path):
     wrong.write_text(source.replace("---\n", "---\ngreeting: nope\n", 1), encoding="utf-8")
     with pytest.raises(ContentError, match="front matter 'greeting' must be true or false"):
         load_issue(wrong)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_rejects_file_cannot_overwrite_the_input(cli, tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("email\nnot-an-address\n", encoding="utf-8")
+    result = cli("subscribers", "import", str(path), "--rejects", str(path), expect=1)
+    assert f"Error: {path}: the rejects file cannot be the file being imported" in result.stderr
+    assert path.read_text(encoding="utf-8") == "email\nnot-an-address\n"
