@@ -70,3 +70,26 @@ def test_missing_postgresql_driver_is_one_line(workdir, monkeypatch):
         "Error: the PostgreSQL driver is not installed (no module named 'psycopg')",
         "Hint: pip install 'psycopg[binary]' (newsletter depends on it: reinstall with pip install -e .)",
     ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_unexpected_error_is_two_lines_and_debug_shows_the_traceback(cli, monkeypatch):
+    from newsletter.subscribers import SubscriberList
+
+    def broken(self):
+        raise ValueError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr(SubscriberList, "stats", broken)
+    result = cli("subscribers", "stats", expect=1)
+    assert error_lines(result) == [
+        "Error: unexpected ValueError: something nobody expected",
+        "Hint: this is a bug; run the command again with newsletter --debug ... for the traceback, and report it",
+    ]
+    result = cli.runner.invoke(main_command(), ["--debug", "--database-url", cli.database_url, "subscribers", "stats"])
+    assert isinstance(result.exception, ValueError)
+
+
+def main_command():
+    from newsletter.cli import main
+
+    return main

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from ..subscribers import SubscriberList
 
 class NewsletterGroup(click.Group):
     """Turns every error into one `Error:` line on stderr (plus a `Hint:` line saying what
-    to do, where there is one) and exit code 1; no traceback reaches the user. Set
-    NEWSLETTER_DEBUG=1 to see the traceback of an unexpected error."""
+    to do, where there is one) and exit code 1; no traceback reaches the user. `newsletter
+    --debug ...` shows the traceback of an unexpected error."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,12 +47,12 @@ class NewsletterGroup(click.Group):
                 )
             fail(ctx, f"a module is missing: {exc.name}", "reinstall: pip install -e .")
         except Exception as exc:
-            if os.environ.get("NEWSLETTER_DEBUG"):
+            if getattr(ctx.obj, "debug", False):
                 raise
             fail(
                 ctx,
                 f"unexpected {type(exc).__name__}: {first_line(exc)}",
-                "this is a bug; run again with NEWSLETTER_DEBUG=1 for the traceback and report it",
+                "this is a bug; run the command again with newsletter --debug ... for the traceback, and report it",
             )
 
 
@@ -85,8 +84,9 @@ def listen_error(host: str, port: int, exc: OSError) -> NewsletterError:
 class App:
     """Lazily loaded settings and database, shared by every command of one invocation."""
 
-    def __init__(self, config_file: str | None, overrides: dict[str, Any]):
+    def __init__(self, config_file: str | None, overrides: dict[str, Any], debug: bool = False):
         self.config_file = config_file
+        self.debug = debug
         self.overrides = overrides
         self._settings: Settings | None = None
         self._db: Database | None = None
