@@ -9,6 +9,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from ..addresses import redact_addresses
 from ..config import Settings, load_settings
 from ..db import Database, first_line
 from ..errors import NewsletterError
@@ -30,7 +31,7 @@ class NewsletterGroup(click.Group):
         except OperationalError as exc:
             fail(ctx, f"database error: {first_line(exc.orig)}", "check database_url and that the database is running")
         except SQLAlchemyError as exc:
-            fail(ctx, f"database error: {first_line(getattr(exc, 'orig', None) or exc)}")
+            fail(ctx, f"database error: {redact_addresses(first_line(getattr(exc, 'orig', None) or exc))}")
         except OSError as exc:
             # Files that cannot be read or written, full disks, refused connections.
             where = f"{exc.filename}: " if exc.filename else ""
@@ -51,7 +52,7 @@ class NewsletterGroup(click.Group):
                 raise
             fail(
                 ctx,
-                f"unexpected {type(exc).__name__}: {first_line(exc)}",
+                f"unexpected {type(exc).__name__}: {redact_addresses(first_line(exc))}",
                 "this is a bug; run the command again with newsletter --debug ... for the traceback, and report it",
             )
 
