@@ -30,6 +30,7 @@ from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
 from .render import Recipient, RenderedIssue, Renderer
+from .review import require_sign_off
 from .store import CampaignStore, Claimed, Summary, worker_id
 from .tokens import Tokens
 
@@ -261,6 +262,7 @@ class Campaigns:
     ) -> tuple[Campaign, int]:
         if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
             self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+        require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
         campaign, count = self.store.create(rendered, segment, adapter, rate, scheduled_at)
         if count == 0:
             self.store.set_status(campaign.id, "done")

@@ -93,7 +93,9 @@ def test_low_contrast_heading_is_named_with_both_colours(tmp_path):
     message = heading[0].message
     assert "light mode" in message and "#aaaaaa on #ffffff" in message and "2.32:1" in message
     assert "3:1" in message  # 22 px bold is large text
-    assert heading[0].location.endswith("2026-12-understanding-anxiety.md:10")  # the block's title line
+    lines = SAMPLE_ISSUE.read_text(encoding="utf-8").splitlines()
+    title_line = lines.index("title: Understanding anxiety") + 1
+    assert heading[0].location.endswith(f"2026-12-understanding-anxiety.md:{title_line}")  # the block's title line
     assert heading[0].severity == "error" and heading[0].rule == "contrast"
     assert all("dark mode" not in f.message for f in findings)  # dark mode overrides the colour
 

@@ -19,9 +19,10 @@ def issues() -> None:
 @issues.command("list")
 @pass_app
 def issues_list(app: App) -> None:
-    """List the issues in issues_dir with their subject and date."""
+    """List the issues in issues_dir with their date, sign-off state and subject."""
     from ..content import load_issue
     from ..errors import ContentError
+    from ..review import sign_off_state
 
     directory = Path(app.settings.issues_dir)
     paths = sorted(directory.glob("*.md")) if directory.is_dir() else []
@@ -31,7 +32,7 @@ def issues_list(app: App) -> None:
     for path in paths:
         try:
             issue = load_issue(path)
-            click.echo(f"{issue.slug:<40} {issue.date:<11} {issue.subject}")
+            click.echo(f"{issue.slug:<40} {issue.date:<11} {sign_off_state(issue):<10} {issue.subject}")
         except ContentError as exc:
             click.echo(f"{path.stem:<40} {'':<11} (cannot read: {exc})")
 
@@ -51,6 +52,20 @@ def issues_new(app: App, slug: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text((app.settings.templates_path / "issue-scaffold.md").read_text(encoding="utf-8"), encoding="utf-8")
     click.echo(f"Created {target}. Edit it, then: newsletter lint {slug}")
+
+
+@issues.command("approve")
+@click.argument("issue")
+@click.option("--by", "by", required=True, metavar="NAME", help="The reviewing clinician's name.")
+@pass_app
+def issues_approve(app: App, issue: str, by: str) -> None:
+    """Record a clinician's sign-off of this version of the issue (needed for a real send)."""
+    from ..review import approve
+
+    path = resolve_issue(app, issue)
+    review = approve(path, by)
+    click.echo(f"Approved {path} by {review['by']} on {review['on']} (version {review['hash'][:12]}).")
+    click.echo("Any later edit needs a new approval before a real send.")
 
 
 @click.command()
