@@ -51,8 +51,9 @@ def subscribers_add(app: App, email: str, name: str, tags: tuple[str, ...], stat
 )
 @click.option(
     "--delimiter",
-    type=click.Choice([",", ";", "tab", "|"]),
-    help="Field delimiter (default: detected from the header).",
+    type=click.Choice([",", ";", "tab", "|", "pipe"]),
+    metavar="CHAR",
+    help="Field delimiter: , ; tab or | (default: detected from the header).",
 )
 @click.option("--encoding", help="Text encoding, e.g. utf-8, cp1252, utf-16 (default: detected).")
 @pass_app
@@ -76,7 +77,7 @@ def subscribers_import(
         dry_run=dry_run,
         source=f"import:{file.name}",
         encoding=encoding,
-        delimiter="\t" if delimiter == "tab" else delimiter,
+        delimiter={"tab": "\t", "pipe": "|"}.get(delimiter or "", delimiter),
     )
     size = file.stat().st_size
     with click.progressbar(length=size, label="Importing", file=sys.stderr, show_pos=False, show_percent=True) as bar:
