@@ -17,6 +17,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import ConfigError
 from .render import Recipient, RenderedIssue
+from .verp import ReturnPaths
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 DKIM_HEADERS = (
@@ -53,10 +54,12 @@ class Message:
     slot_values: dict[str, str] | None = field(default=None, repr=False)
     _bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
+    # MAIL FROM (Return-Path): the per-delivery VERP address when bounce_address is set.
+    envelope_sender: str = ""
 
     @property
     def envelope_from(self) -> str:
-        return parseaddr(self.from_address)[1]
+        return self.envelope_sender or parseaddr(self.from_address)[1]
 
     @property
     def to_header(self) -> str:
@@ -140,7 +143,7 @@ class MessageBuilder:
         self.domain = settings.from_domain
         organization = settings.organization.replace('"', "'")
         self.list_id = settings.list_id or f'"{organization}" <newsletter.{self.domain}>'
-        self.unsubscribe_mailbox = parseaddr(settings.from_address)[1]
+        self.return_paths = ReturnPaths(settings)
         self.dkim = self._load_dkim()
 
     def _load_dkim(self) -> tuple[bytes, bytes, bytes] | None:
@@ -170,8 +173,8 @@ class MessageBuilder:
         headers = {
             "Message-ID": message_id,
             "List-Id": self.list_id,
-            "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{self.unsubscribe_mailbox}"
-            f"?subject=unsubscribe%20{token}>",
+            "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{self.return_paths.unsubscribe_address(token)}"
+            "?subject=unsubscribe>",
             "List-Unsubscribe-Post": ONE_CLICK,
         }
         if campaign_id is not None:
@@ -191,6 +194,7 @@ class MessageBuilder:
             dkim=self.dkim,
             rendered=rendered if slot_values is not None else None,
             slot_values=slot_values,
+            envelope_sender=self.return_paths.envelope_sender(delivery_id),
         )
 
 
@@ -207,4 +211,5 @@ def transactional(settings: Settings, to_email: str, to_name: str, subject: str,
         text=text,
         message_id=message_id,
         headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
+        envelope_sender=ReturnPaths(settings).envelope_sender(None),
     )

@@ -26,6 +26,7 @@ class RecordingHandler:
         self.script = script or Script()
         self.messages: list[email.message.EmailMessage] = []
         self.raw: list[bytes] = []
+        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TO) per accepted message
         self.lock = threading.Lock()
         self.connections = 0
         self.on_data = None  # callable(handler, session) -> str | None, for tests that need a hook
@@ -60,6 +61,7 @@ class RecordingHandler:
             return answer
         with self.lock:
             self.raw.append(envelope.content)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
             self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 2.0.0 Message accepted"
 

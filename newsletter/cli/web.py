@@ -27,5 +27,10 @@ def serve(app: App, host: str, port: int, threads: int) -> None:
     except OSError as exc:
         raise listen_error(host, port, exc) from None
     logging.basicConfig()  # waitress reports request errors through logging, as waitress.serve sets up
+    if app.settings.inbox_poll and app.settings.inbox_url:
+        from ..inbox import InboxPoller
+
+        InboxPoller(app.settings, app.db, log=lambda line: click.echo(line, err=True)).start()
+        click.echo(f"Checking {app.settings.inbox_url.partition(':')[0]} inbox every {app.settings.inbox_poll:g} min.")
     click.echo(f"Serving on http://{host}:{port}/ (public URL: {app.settings.base_url}); Ctrl-C to stop.")
     server.run()
