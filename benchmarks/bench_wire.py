@@ -1,0 +1,271 @@
+"""Sending at the speed of the wire: every sending path against Postfix's smtp-sink, one run.
+
+    pip install -e '.[bench]'                      # mailmerge, aiosmtpd, psycopg
+    apt-get install -y postfix                     # provides /usr/sbin/smtp-sink
+    python benchmarks/bench_wire.py --recipients 5000 \
+        --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+smtp-sink is a small C server that accepts and discards mail, so the server is not the
+bottleneck: the raw rows below are the ceiling of Python's smtplib on this machine, and
+every other row is measured against them in the same run (absolute figures on a shared
+machine are noisy; the ratios are what to compare). Each row is a whole command's wall
+clock (process start-up, lint, render and enqueue included) for the same sample issue to
+the same recipients:
+
+- raw: the pre-built bytes of one of our messages over 1 smtplib connection, and the same
+  on 4 connections (threads, 1/4 of the messages each);
+- mailmerge 2.3 CLI, given the issue already inlined (one Jinja variable per slot);
+- `newsletter send` with smtp_pool = 1 and = 4 (SQLite);
+- 1 and 4 `newsletter worker --exit-when-idle` processes on PostgreSQL (with --postgres).
+
+A second table repeats the raw and `send` rows against the aiosmtpd sink of bench_send.py,
+whose Python DATA handling caps everything near 300-400 messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _sink import __file__ as AIOSMTPD_SINK  # noqa: E402
+from bench_scale import fresh_postgres  # noqa: E402
+from bench_vs_mailmerge import mailmerge_files  # noqa: E402
+
+ISSUE = HERE.parent / "issues" / "2026-12-understanding-anxiety.md"
+ENV = {"NEWSLETTER_SECRET_KEY": "bench-secret-key-0123", "NEWSLETTER_POSTAL_ADDRESS": "1 Main St, Springfield"}
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SENDER = "newsletter@calmharbor.example"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with code {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+def start_smtp_sink() -> tuple[subprocess.Popen, int]:
+    if not os.path.exists(SMTP_SINK):
+        raise SystemExit(
+            "smtp-sink not found: it ships with Postfix. Install it with\n"
+            "    apt-get install -y postfix      (Debian/Ubuntu; choose 'No configuration')\n"
+            "    dnf install -y postfix          (Fedora/RHEL)\n"
+            "    brew install postfix            (macOS, or use the system's /usr/sbin/smtp-sink)"
+        )
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    # backlog 1000; no -c/-v: counting or logging would slow the sink down
+    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{port}", "1000"], stderr=subprocess.DEVNULL)
+    wait_for_port(port, sink, "smtp-sink")
+    return sink, port
+
+
+def start_aiosmtpd_sink() -> tuple[subprocess.Popen, int]:
+    sink = subprocess.Popen([sys.executable, AIOSMTPD_SINK], stdout=subprocess.PIPE, text=True)
+    return sink, int(sink.stdout.readline())
+
+
+def one_message() -> bytes:
+    """The bytes `send` produces for one reader of the sample issue."""
+    from newsletter.campaigns import Composer
+    from newsletter.config import load_settings
+    from newsletter.content import load_issue
+    from newsletter.render import Recipient, Renderer
+
+    settings = load_settings(environ=ENV)
+    rendered = Renderer(settings).render(load_issue(ISSUE))
+    return Composer(settings).compose(rendered, Recipient(1, "p1@example.com", "Reader 1", {}), 1, 1).as_bytes()
+
+
+def raw(port: int, data: bytes, count: int, connections: int = 1) -> float:
+    """Seconds to push `count` copies of `data` over `connections` smtplib connections."""
+
+    def push(share: range) -> None:
+        client = smtplib.SMTP("127.0.0.1", port)
+        client.ehlo()
+        for index in share:
+            client.sendmail(SENDER, [f"p{index}@example.com"], data)
+        client.quit()
+
+    shares = [range(n, count, connections) for n in range(connections)]
+    threads = [threading.Thread(target=push, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def newsletter(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args], env=env, cwd=cwd, check=True, capture_output=True, text=True
+    )
+
+
+def smtp_env(port: int, database_url: str, **settings: object) -> dict[str, str]:
+    env = {
+        **os.environ,
+        **ENV,
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_ADAPTER": "smtp",
+        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{port}",
+    }
+    env.update({f"NEWSLETTER_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
+
+
+def seeded_sqlite(count: int, workdir: Path) -> Path:
+    """A SQLite database with `count` subscribers, built once and copied for every run."""
+    database = workdir / "seed.db"
+    env = smtp_env(0, f"sqlite:///{database}")
+    newsletter(["init"], env, workdir)
+    newsletter(["subscribers", "import", "people.csv"], env, workdir)
+    return database
+
+
+def send(port: int, count: int, pool: int, seed: Path, workdir: Path, label: str) -> float:
+    database = workdir / f"{label}.db"
+    shutil.copy(seed, database)
+    env = smtp_env(port, f"sqlite:///{database}", smtp_pool=pool)
+    started = time.perf_counter()
+    result = newsletter(["send", str(ISSUE), "--yes"], env, workdir)
+    elapsed = time.perf_counter() - started
+    if f"sent {count}," not in result.stdout:
+        raise SystemExit(f"send (pool {pool}) did not send {count}:\n{result.stdout}{result.stderr}")
+    return elapsed
+
+
+def mailmerge(port: int, count: int, workdir: Path) -> float:
+    folder = workdir / "mailmerge"
+    folder.mkdir(exist_ok=True)
+    mailmerge_files(port, count, folder)
+    started = time.perf_counter()
+    subprocess.run(
+        ["mailmerge", "--no-dry-run", "--no-limit", "--output-format", "raw"],
+        cwd=folder,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return time.perf_counter() - started
+
+
+def workers(port: int, count: int, processes: int, base_url: str, workdir: Path) -> float:
+    url, drop = fresh_postgres(base_url, f"wire{processes}")
+    env = smtp_env(port, url)
+    try:
+        newsletter(["init"], env, workdir)
+        newsletter(["subscribers", "import", "people.csv"], env, workdir)
+        newsletter(["send", str(ISSUE), "--yes", "--queue"], env, workdir)
+        started = time.perf_counter()
+        running = [
+            subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "worker", "--exit-when-idle"],
+                env=env,
+                cwd=workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(processes)
+        ]
+        for process in running:
+            process.wait()
+        elapsed = time.perf_counter() - started
+        shown = newsletter(["campaigns", "show", "1"], env, workdir).stdout
+        if f"sent {count}," not in shown:
+            raise SystemExit(f"{processes} worker(s) did not send {count}:\n{shown}")
+        return elapsed
+    finally:
+        drop()
+
+
+def table(title: str, rows: list[tuple[str, float]], count: int, ceiling: float) -> None:
+    print(f"\n{title}\n")
+    print("| pipeline | wall s | messages/s | x raw 1 conn. |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in rows:
+        rate = count / seconds
+        print(f"| {name} | {seconds:.2f} | {rate:,.0f} | {rate / ceiling:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=5000)
+    parser.add_argument("--postgres", help="PostgreSQL base URL for the worker rows (skipped without it)")
+    parser.add_argument("--no-mailmerge", action="store_true", help="skip the mailmerge row")
+    parser.add_argument("--no-aiosmtpd", action="store_true", help="skip the second (aiosmtpd) table")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these rows: raw send workers")
+    args = parser.parse_args()
+    count = args.recipients
+    only = set(args.only or ("raw", "mailmerge", "send", "workers"))
+    data = one_message()
+    print(f"{count:,} recipients, sample issue ({len(data) / 1024:.1f} KB per message), {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "people.csv").write_text(
+            "email,name,tags\n" + "".join(f"p{i}@example.com,Reader {i},monthly\n" for i in range(count))
+        )
+        seed = seeded_sqlite(count, workdir)
+        rows: list[tuple[str, float]] = []
+        sink, port = start_smtp_sink()
+        try:
+            ceiling_s = raw(port, data, count)
+            rows.append(("raw: pre-built bytes, 1 smtplib connection", ceiling_s))
+            if "raw" in only:
+                rows.append(("raw: the same on 4 connections (threads)", raw(port, data, count, 4)))
+            if "mailmerge" in only and not args.no_mailmerge:
+                rows.append(
+                    (
+                        "mailmerge 2.3 CLI (pre-inlined HTML), new connection per message",
+                        mailmerge(port, count, workdir),
+                    )
+                )
+            if "send" in only:
+                rows.append(("`newsletter send`, smtp_pool = 1 (SQLite)", send(port, count, 1, seed, workdir, "p1")))
+                rows.append(("`newsletter send`, smtp_pool = 4 (SQLite)", send(port, count, 4, seed, workdir, "p4")))
+            if "workers" in only and args.postgres:
+                for processes in (1, 4):
+                    name = f"{processes} `newsletter worker` process{'es' if processes > 1 else ''}, PostgreSQL"
+                    rows.append((name, workers(port, count, processes, args.postgres, workdir)))
+        finally:
+            sink.kill()
+            sink.wait()
+        table("smtp-sink (Postfix, C)", rows, count, count / ceiling_s)
+        if args.no_aiosmtpd:
+            return
+        sink, port = start_aiosmtpd_sink()
+        try:
+            slow = [("raw: pre-built bytes, 1 smtplib connection", raw(port, data, count))]
+            slow.append(("`newsletter send`, smtp_pool = 1 (SQLite)", send(port, count, 1, seed, workdir, "a1")))
+        finally:
+            sink.kill()
+            sink.wait()
+        table("aiosmtpd sink (Python, its own process; bench_send.py's server)", slow, count, count / slow[0][1])
+
+
+if __name__ == "__main__":
+    main()
