@@ -58,8 +58,11 @@ class Composer:
     ) -> Message:
         fields = self.renderer.personal_fields(recipient, campaign_id, self.tokens)
         values = rendered.values_for(recipient, fields)
-        html, text = rendered.fill(values)
-        return self.builder.build(rendered, recipient, html, text, fields, campaign_id, delivery_id, slot_values=values)
+        # The issue's body template: what every reader shares is encoded once per issue.
+        html, text, body = self.builder.template(rendered).fill(values)
+        return self.builder.build(
+            rendered, recipient, html, text, fields, campaign_id, delivery_id, slot_values=values, body=body
+        )
 
 
 PROGRESS_EVERY = 1.0  # seconds between progress reports

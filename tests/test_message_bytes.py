@@ -19,7 +19,7 @@ from newsletter.config import load_settings
 from newsletter.content import load_issue
 from newsletter.render import Recipient, Renderer
 
-from .helpers import ENV, SAMPLE_ISSUE
+from .helpers import ENV, SAMPLE_ISSUE, SAMPLE_ISSUES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 READERS = {
@@ -36,6 +36,7 @@ def pinned(monkeypatch):
     monkeypatch.setattr(message_module.secrets, "token_hex", lambda n=None: "0123456789abcdef01234567")
     monkeypatch.setattr(message_module, "make_msgid", lambda domain=None, **kw: f"<fixed.id@{domain}>")
     monkeypatch.setattr(message_module, "formatdate", lambda *a, **kw: "Thu, 26 Nov 2026 12:00:00 GMT")
+    monkeypatch.setattr(message_module, "_last_date", (-1, ""))
 
 
 def build(recipient: Recipient, repeat: int = 1) -> list[bytes]:
@@ -53,3 +54,52 @@ def test_message_bytes_identical_to_before_optimisation(pinned, who):
     first, second = build(READERS[who], repeat=2)  # the second comes from the per-issue caches
     assert first == fixture.read_bytes()
     assert second == first
+
+
+NASTY = [
+    "",
+    "Ana López",
+    "x" * 300,
+    "trailing spaces   ",
+    ".\n.leading dot\r\nand = signs =3D\ttab",
+    "Zoë " * 40 + "end",
+    "lone\rcarriage return and \u2028 line separator",
+    "=?utf-8?q?encoded?= word " + "ü" * 80,
+]
+
+
+@pytest.mark.parametrize("path", SAMPLE_ISSUES, ids=lambda p: p.stem)
+def test_body_template_equals_encoding_the_whole_document(monkeypatch, path):
+    """The per-issue template (shared lines encoded once) against encoding every document
+    whole, the way every message was built before: the same bytes for awkward values."""
+    monkeypatch.setattr(message_module.secrets, "token_hex", lambda n=None: "feedfacefeedfacefeedface")
+    settings = load_settings(environ=ENV)
+    rendered = Renderer(settings).render(load_issue(path))
+    template = message_module.BodyTemplate(rendered)
+    for index, value in enumerate(NASTY):
+        values = {marker: value if n % 2 == index % 2 else value[::-1] for n, marker in enumerate(rendered.slots)}
+        html, text = rendered.fill(values)
+        assert template.fill(values) == (html, text, message_module._mime_body(text, html))
+
+
+def test_body_template_without_final_newline(monkeypatch):
+    """A document whose last line has no line end (and is long enough to be soft-broken)."""
+    monkeypatch.setattr(message_module.secrets, "token_hex", lambda n=None: "feedfacefeedfacefeedface")
+    from newsletter.render import RenderedIssue, Slot
+
+    marker = "zslotabcx0z"
+    line = "word " * 30
+    rendered = RenderedIssue(
+        "s",
+        "subject",
+        "",
+        "hash",
+        [f"<p>{line}", marker, f" {line}."],
+        ["top\n.", marker, f" {line}\t"],
+        {marker: Slot(marker, "field", "greeting", 0)},
+        frozenset(),
+    )
+    template = message_module.BodyTemplate(rendered)
+    for value in ("", "Hi Ana,", "x" * 200 + " ", "."):
+        html, text = rendered.fill({marker: value})
+        assert template.fill({marker: value}) == (html, text, message_module._mime_body(text, html))

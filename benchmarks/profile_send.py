@@ -1,0 +1,148 @@
+"""Where `newsletter send` spends its time, per stage, sampled with py-spy against smtp-sink.
+
+    pip install py-spy
+    python benchmarks/profile_send.py --recipients 5000 --pool 1
+    python benchmarks/profile_send.py --recipients 5000 --workers-postgres postgresql+psycopg://postgres@127.0.0.1/test
+
+py-spy samples every thread of the process (the compose helper and the SMTP pool threads
+included) without slowing it much. Each sample is charged to the innermost stage found in
+its stack:
+
+- socket: smtplib and the socket calls under it (sending the bytes, waiting for replies);
+- database: SQLAlchemy, the DB driver and store.py (claims, the per-message commit);
+- serialise: building the MIME bytes (header encoding, quoted-printable, DKIM);
+- compose: personalising (slot values, escaping, signed links, the Message object);
+- threads: handing work between threads (queues, futures, locks);
+- start-up: imports, lint, render + CSS inlining once per issue, enqueue.
+
+"CPU" counts samples where the thread was running (it needs the GIL: on 2 cores that is
+what competes); "wall" adds the samples where it was waiting (socket replies, commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_scale import fresh_postgres  # noqa: E402
+from bench_wire import ISSUE, newsletter, seeded_sqlite, smtp_env, start_smtp_sink  # noqa: E402
+
+# Innermost match wins; each rule is (stage, substrings of a "function (file:line)" frame).
+RULES = [
+    ("socket", ("smtplib.py", "socket.py", "ssl.py")),
+    ("database", ("sqlalchemy/", "sqlite3/", "psycopg/", "newsletter/store.py", "newsletter/db.py")),
+    ("serialise", ("_serialise", "_quoted_printable", "_header_value", "as_bytes", "dkim/", "email/")),
+    (
+        "compose",
+        (
+            "newsletter/render.py",
+            "newsletter/tokens.py",
+            "itsdangerous/",
+            "newsletter/message.py",
+            "compose (newsletter/campaigns.py",
+            "build (newsletter/campaigns.py",
+        ),
+    ),
+    ("threads", ("threading.py", "queue.py", "concurrent/futures")),
+]
+SENDING = ("Sender.run", "run (newsletter/campaigns.py", "_loop (newsletter/worker.py")
+
+
+def stage_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for stage, needles in RULES:
+            if any(needle in frame for needle in needles):
+                return stage
+    return "other"
+
+
+def parse(path: Path) -> tuple[Counter, Counter]:
+    """(CPU samples, all samples) per stage, from py-spy's raw (collapsed) output."""
+    cpu, wall = Counter(), Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        idle = any(frame.endswith("(idle)") or "idle" == frame for frame in frames[:2])
+        in_campaign = any(marker in stack for marker in SENDING) or "compose" in stack or "smtp_" in stack
+        stage = stage_of(frames) if in_campaign else "start-up"
+        wall[stage] += int(count)
+        if not idle:
+            cpu[stage] += int(count)
+    return cpu, wall
+
+
+def report(title: str, cpu: Counter, wall: Counter, rate: int) -> None:
+    print(f"\n{title}\n")
+    print("| stage | CPU s | wall (all threads) s |")
+    print("|---|---:|---:|")
+    for stage in ("compose", "serialise", "database", "socket", "threads", "other", "start-up"):
+        print(f"| {stage} | {cpu[stage] / rate:.2f} | {wall[stage] / rate:.2f} |")
+    print(f"| total | {sum(cpu.values()) / rate:.2f} | {sum(wall.values()) / rate:.2f} |")
+
+
+def profile(command: list[str], env: dict[str, str], cwd: Path, rate: int, out: Path) -> None:
+    subprocess.run(
+        ["py-spy", "record", "--idle", "--threads", "--format", "raw", "--rate", str(rate), "-o", str(out), "--"]
+        + command,
+        env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=5000)
+    parser.add_argument("--pool", type=int, default=1, help="smtp_pool for `send`")
+    parser.add_argument("--workers-postgres", help="profile one `newsletter worker` on this PostgreSQL instead")
+    parser.add_argument("--rate", type=int, default=200, help="samples per second")
+    parser.add_argument("--keep", help="copy py-spy's raw output here")
+    args = parser.parse_args()
+    if not shutil.which("py-spy"):
+        raise SystemExit("py-spy not found: pip install py-spy")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "people.csv").write_text(
+            "email,name,tags\n" + "".join(f"p{i}@example.com,Reader {i},monthly\n" for i in range(args.recipients))
+        )
+        sink, port = start_smtp_sink()
+        out = workdir / "profile.txt"
+        try:
+            if args.workers_postgres:
+                url, drop = fresh_postgres(args.workers_postgres, "profile")
+                try:
+                    env = smtp_env(port, url)
+                    newsletter(["init"], env, workdir)
+                    newsletter(["subscribers", "import", "people.csv"], env, workdir)
+                    newsletter(["send", str(ISSUE), "--yes", "--queue"], env, workdir)
+                    command = [sys.executable, "-m", "newsletter", "worker", "--exit-when-idle"]
+                    profile(command, env, workdir, args.rate, out)
+                finally:
+                    drop()
+                title = f"1 `newsletter worker` on PostgreSQL, {args.recipients:,} recipients, smtp-sink"
+            else:
+                database = seeded_sqlite(args.recipients, workdir)
+                env = smtp_env(port, f"sqlite:///{database}", smtp_pool=args.pool)
+                profile([sys.executable, "-m", "newsletter", "send", str(ISSUE), "--yes"], env, workdir, args.rate, out)
+                title = f"`newsletter send`, smtp_pool = {args.pool}, {args.recipients:,} recipients, smtp-sink"
+        finally:
+            sink.kill()
+            sink.wait()
+        if args.keep:
+            shutil.copy(out, args.keep)
+        cpu, wall = parse(out)
+        report(title, cpu, wall, args.rate)
+    os.environ.pop("PYSPY", None)
+
+
+if __name__ == "__main__":
+    main()
