@@ -325,11 +325,12 @@ class Renderer:
 
     def personal_fields(self, recipient: Recipient, campaign_id: int | None, tokens: Tokens) -> dict[str, str]:
         base = self.settings.base_url.rstrip("/")
+        payload = tokens.payload(recipient.id, campaign_id)  # the same for both links
         return {
             "greeting": f"Hi {recipient.first_name}," if recipient.first_name else "Hello,",
             "email": recipient.email,
-            "unsubscribe_url": f"{base}/u/{tokens.make('unsubscribe', recipient.id, campaign_id)}",
-            "preferences_url": f"{base}/p/{tokens.make('preferences', recipient.id, campaign_id)}",
+            "unsubscribe_url": f"{base}/u/{tokens.sign('unsubscribe', payload)}",
+            "preferences_url": f"{base}/p/{tokens.sign('preferences', payload)}",
         }
 
 
