@@ -1,15 +1,22 @@
-"""Campaigns: create from an issue, send exactly once, resume, cancel, report.
+"""Campaigns: create from an issue, send exactly once, resume, cancel, retry, report.
 
 The sending loop talks to two things only: the CampaignStore (SQL) and an Adapter.
-Exactly-once rests on one rule: a delivery is marked sent in its own transaction the
-moment the adapter reports it accepted. A crash can therefore repeat only messages that
-were accepted but not yet recorded: at most one message per SMTP connection, or one API
-batch for the HTTP providers.
+Exactly-once rests on these rules:
+- a delivery is marked sent in its own transaction the moment the adapter reports it
+  accepted, and only by the worker that still holds its claim (fencing);
+- right before each message goes out, the reader's status, the campaign's status and the
+  claim are checked; a claim found gone stops the batch;
+- an answer lost after the whole message was handed over is `unknown`, never retried
+  blindly; an unreachable server pauses the campaign instead of failing its deliveries.
+A crash can therefore repeat only messages that were accepted but not yet recorded: at
+most one message per SMTP connection, or one API batch for the HTTP providers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import math
 import threading
 import time
@@ -19,17 +26,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .addresses import redact_addresses
 from .config import Settings
 from .content import Issue, load_issue
-from .delivery import Adapter, make_adapter
+from .delivery import PERMANENT, TRANSIENT, UNKNOWN, Adapter, Result, make_adapter
 from .delivery.base import permanent
 from .errors import ContentError, DataError, DeliveryError, NewsletterError
 from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
 from .render import Recipient, RenderedIssue, Renderer
-from .store import CampaignStore, Claimed, Summary, worker_id
+from .store import LEFT, LOST, SEND, CampaignStore, Claimed, Summary, worker_id
 from .tokens import Tokens
+
+log = logging.getLogger("newsletter.campaigns")
 
 
 @dataclass
@@ -73,6 +83,26 @@ def batch_for_rate(batch_size: int, rate: float) -> int:
     return batch_size if not rate else max(1, min(batch_size, math.ceil(rate / 10)))
 
 
+class OutageWatch:
+    """A run of transient (or unknown) outcomes for different readers, with nothing
+    delivered in between, is the server's problem, not the readers': pause, do not fail."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.readers: set[int | None] = set()
+
+    def observe(self, result: Result) -> None:
+        if result.status not in (TRANSIENT, UNKNOWN):
+            self.readers.clear()
+            return
+        self.readers.add(result.message.delivery_id)
+        if len(self.readers) >= self.limit:
+            raise DeliveryError(
+                f"{len(self.readers)} messages in a row to different readers could not be delivered "
+                f"(last: {redact_addresses(result.reason)}); the server looks unavailable"
+            )
+
+
 class Sender:
     """Sends one campaign's queued deliveries until none is left, or it is told to stop."""
 
@@ -91,6 +121,8 @@ class Sender:
         self.progress = progress
         self.worker = worker_id()
         self._stop = stop or threading.Event()
+        self.late = 0  # answers this sender learned after losing the claim
+        self.claims_lost = 0  # batches stopped because their claim had passed to another worker
 
     @property
     def stop_requested(self) -> bool:
@@ -101,100 +133,145 @@ class Sender:
 
     def run(self, campaign_id: int, pause_on_stop: bool = True) -> Summary:
         """Send until the queue is empty or a stop is requested; a worker stopping passes
-        pause_on_stop=False, since other workers carry on with the campaign."""
+        pause_on_stop=False, since other workers carry on with the campaign. An outage
+        (DeliveryError) pauses the campaign with its deliveries still queued, and is raised."""
         campaign = self.store.get(campaign_id)
         if campaign.status in ("done", "cancelled"):
             return self.store.summary(campaign_id)
         rendered = RenderedIssue.from_snapshot(campaign.snapshot)
         self.store.release_dead_claims(campaign_id)
+        self.store.skip_already_received(campaign)
         self.store.set_status(campaign_id, "running")
         rate = campaign.rate or self.settings.rate
         started, reported = time.monotonic(), 0.0
         summary = self.store.summary(campaign_id)
         total, sent_before = summary.total, summary.counts["sent"]
         counts = {"sent": sent_before, "failed": summary.counts["failed"]}
-        with self.adapter:
-            while not self.stop_requested:
-                if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
-                    break
-                claimed = self.store.claim(campaign_id, self.worker, batch_for_rate(self.settings.batch_size, rate))
-                if not claimed:
-                    queued, next_try = self.store.remaining(campaign_id)
-                    if queued == 0:
-                        self.store.set_status(campaign_id, "done")
+        watch = OutageWatch(self.settings.pause_after_failures)
+        try:
+            with self.adapter:
+                while not self.stop_requested:
+                    if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
                         break
-                    self.store.release_dead_claims(campaign_id)
-                    self._wait_until(next_try)
-                    continue
-                if rate:
-                    self._pace(campaign_id, len(claimed), rate)
-                    if self.stop_requested:
-                        self.store.release([row.delivery_id for row in claimed])
-                        break
-                for result in self._send(rendered, campaign_id, claimed):
-                    if result.accepted:
-                        counts["sent"] += 1
-                    elif result.status == "permanent":
-                        counts["failed"] += 1
-                if self.progress and time.monotonic() - reported >= PROGRESS_EVERY:
-                    reported = time.monotonic()
-                    queued, _ = self.store.remaining(campaign_id)  # a count over the campaign: not per batch
-                    elapsed = time.monotonic() - started
-                    self.progress(
-                        Progress(
-                            total,
-                            total - queued,
-                            counts["sent"],
-                            counts["failed"],
-                            (counts["sent"] - sent_before) / elapsed if elapsed else 0.0,
+                    claimed = self.store.claim(campaign_id, self.worker, batch_for_rate(self.settings.batch_size, rate))
+                    if not claimed:
+                        queued, next_try = self.store.remaining(campaign_id)
+                        if queued == 0:
+                            self.store.set_status(campaign_id, "done")
+                            break
+                        self.store.release_dead_claims(campaign_id)
+                        self._wait_until(next_try)
+                        continue
+                    if rate:
+                        self._pace(campaign_id, len(claimed), rate)
+                        if self.stop_requested:
+                            self.store.release([row.delivery_id for row in claimed], self.worker)
+                            break
+                    for result in self._send(rendered, campaign_id, claimed):
+                        watch.observe(result)
+                        if result.accepted:
+                            counts["sent"] += 1
+                        elif result.status == PERMANENT:
+                            counts["failed"] += 1
+                    if self.progress and time.monotonic() - reported >= PROGRESS_EVERY:
+                        reported = time.monotonic()
+                        queued, _ = self.store.remaining(campaign_id)  # a count over the campaign: not per batch
+                        elapsed = time.monotonic() - started
+                        self.progress(
+                            Progress(
+                                total,
+                                total - queued,
+                                counts["sent"],
+                                counts["failed"],
+                                (counts["sent"] - sent_before) / elapsed if elapsed else 0.0,
+                            )
                         )
-                    )
+        except DeliveryError:
+            self.store.set_status(campaign_id, "paused")
+            raise
         if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":
             self.store.set_status(campaign_id, "paused")
         return self.store.summary(campaign_id)
 
-    def _send(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]):
-        """Send one claimed batch, recording each result as it arrives."""
+    def _send(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]) -> Iterator[Result]:
+        """Send one claimed batch, recording each result as it arrives. `pending` holds the
+        deliveries this sender still holds and has no answer for; whatever is left in it
+        at the end (a stop, a lost claim, an error) goes back to the queue."""
         pending = {row.delivery_id for row in claimed}
-        results = self.adapter.send(self._compose_ahead(rendered, campaign_id, claimed))
-        renew_after = self.settings.claim_lease / 2
-        claimed_at = time.monotonic()
+        messages = self._checked(self._compose_ahead(rendered, campaign_id, claimed, pending), pending)
+        results = self.adapter.send(messages)
         try:
             for result in results:
-                self.store.record(result, campaign_id, self.settings.max_attempts, self.settings.retry_base_delay)
+                if not self.store.record(
+                    result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
+                ):
+                    self.late += 1
                 pending.discard(result.message.delivery_id)
-                if time.monotonic() - claimed_at > renew_after:
-                    self.store.renew(sorted(pending), self.worker)
-                    claimed_at = time.monotonic()
                 yield result
-                if self.stop_requested:
-                    break
-        except DeliveryError:
-            self.store.set_status(campaign_id, "paused")
-            raise
         finally:
             results.close()
-            self.store.release(sorted(pending))
+            self.store.release(sorted(pending), self.worker)
 
-    def _compose_ahead(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]) -> Iterator[Message]:
+    def _checked(self, messages: Iterator[Message], pending: set[int]) -> Iterator[Message]:
+        """Hand each message to the adapter only after checking, right then, that the
+        reader is still subscribed, the campaign still running and the claim still ours
+        (renewing it as the batch goes). A claim found gone stops the batch at once."""
+        renew_every = self.settings.claim_lease / 3
+        renewed = time.monotonic()
+        for message in messages:
+            if self.stop_requested:
+                return
+            if time.monotonic() - renewed > renew_every:
+                if self.store.renew(sorted(pending), self.worker) < len(pending):
+                    self._lost_claim(message)
+                    return
+                renewed = time.monotonic()
+            verdict = self.store.check_before_send(message.delivery_id, self.worker)
+            if verdict == SEND:
+                yield message
+            elif verdict == LEFT:
+                self.store.skip_left(message.delivery_id, self.worker)
+                pending.discard(message.delivery_id)
+            elif verdict == LOST:
+                self._lost_claim(message)
+                return
+            else:  # HALTED: cancelled or paused
+                return
+
+    def _lost_claim(self, message: Message) -> None:
+        self.claims_lost += 1
+        log.warning(
+            "campaign %s: this worker's claim on delivery %s passed to another worker; batch stopped",
+            message.headers.get("X-Newsletter-Campaign", "?"),
+            message.delivery_id,
+        )
+
+    def _compose_ahead(
+        self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], pending: set[int]
+    ) -> Iterator[Message]:
         """Messages in order, built (MIME bytes included) on a helper thread while the
-        adapter waits for the server's replies; a reader whose personalisation fails gets a
-        permanent failure, and the batch goes on."""
+        adapter waits for the server's replies. Whatever goes wrong building one reader's
+        message (personalisation, an address, signing) fails that delivery alone."""
 
-        def build(row: Claimed) -> Message | ContentError:
+        def build(row: Claimed) -> Message | str:
             recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes)
             try:
                 message = self.composer.compose(rendered, recipient, campaign_id, row.delivery_id)
+                message.as_bytes()  # cached on the message
             except ContentError as exc:
-                return exc
-            message.as_bytes()  # cached on the message
+                return str(exc)
+            except Exception as exc:  # noqa: BLE001 - one reader's message must not stop the campaign
+                return f"could not build this message: {type(exc).__name__}: {exc}"
             return message
 
         with ThreadPoolExecutor(1, thread_name_prefix="compose") as helper:
             for row, built in zip(claimed, helper.map(build, claimed), strict=True):
-                if isinstance(built, ContentError):
+                if isinstance(built, str):
                     failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
-                    self.store.record(permanent(failed, str(built), bounce=False), campaign_id, 1, 0)
+                    self.store.record(
+                        permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
+                    )
+                    pending.discard(row.delivery_id)
                     continue
                 yield built
 
@@ -208,8 +285,31 @@ class Sender:
         self._stop.wait(min(max(delay, 0.05), 1.0))
 
 
+@dataclass
+class SendPlan:
+    """What `send ISSUE` will do, decided before anything is sent or asked."""
+
+    issue: Issue
+    rendered: RenderedIssue
+    resume: Campaign | None  # an unfinished campaign of this issue: continue it
+    segment: list[str]
+    total: int  # active subscribers in the segment
+    already: int  # of them, how many were already sent this issue (in any campaign)
+    previous: list[Campaign]
+    repeat: bool  # --again: send to those who already got it too
+
+    @property
+    def count(self) -> int:
+        """Deliveries a new campaign would queue."""
+        return self.total if self.repeat else self.total - self.already
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.segment) or "all active subscribers"
+
+
 class Campaigns:
-    """What `newsletter send` and `newsletter campaigns ...` call."""
+    """What `newsletter send` and `newsletter campaigns ...` call: every decision lives here."""
 
     def __init__(self, settings: Settings, store: CampaignStore):
         self.settings = settings
@@ -228,45 +328,96 @@ class Campaigns:
         return issue, Renderer(self.settings).render(issue)
 
     def segment_for(self, issue: Issue, segment: tuple[str, ...]) -> list[str]:
-        return sorted(segment) if segment else sorted(issue.segment)
+        if segment:
+            self.check_tags(segment)
+            return sorted(segment)
+        return sorted(issue.segment)
+
+    def check_tags(self, tags: tuple[str, ...] | list[str]) -> None:
+        """A tag nobody carries is a typo far more often than an empty segment."""
+        existing = self.store.tags_in_use()
+        for tag in tags:
+            if tag in existing:
+                continue
+            close = difflib.get_close_matches(tag, existing, n=len(existing), cutoff=0.0)
+            shown = ", ".join(close[:12]) + (", ..." if len(close) > 12 else "")
+            raise DataError(
+                f"no subscriber has the tag '{tag}'",
+                hint=f"tags in use (closest first): {shown}" if existing else "no subscriber has any tag yet",
+            )
+
+    def plan_send(
+        self, issue_path: Path, segments: tuple[str, ...] = (), again: bool = False, force: bool = False
+    ) -> SendPlan:
+        """Resume the unfinished campaign of this issue, or plan a new one that leaves out
+        everyone who already received the issue (all of them with --again)."""
+        issue, rendered = self.prepare(issue_path, force=force)
+        open_ = self.store.open_campaigns(rendered.slug)
+        previous = self.store.campaigns_of(rendered.slug)
+        if open_:
+            latest = open_[-1]
+            if latest.status == "scheduled":
+                when = latest.scheduled_at.isoformat(timespec="minutes") if latest.scheduled_at else "later"
+                raise DataError(
+                    f"issue '{rendered.slug}' is scheduled as campaign {latest.id} for {when}",
+                    hint=f"to send it now instead: newsletter campaigns resume {latest.id}",
+                )
+            return SendPlan(issue, rendered, latest, list(latest.segment or []), 0, 0, previous, latest.repeat)
+        segment = self.segment_for(issue, segments)
+        total = self.store.count_recipients(segment)
+        already = self.store.already_received(rendered.slug, segment) if previous else 0
+        plan = SendPlan(issue, rendered, None, segment, total, already, previous, again)
+        if total == 0:
+            raise DataError(f"no active subscribers in segment {plan.label}")
+        if plan.count == 0:
+            ids = ", ".join(str(campaign.id) for campaign in previous)
+            raise DataError(
+                f"everyone in {plan.label} already received '{rendered.slug}' (campaign {ids})",
+                hint="to send it to them a second time: add --again",
+            )
+        return plan
 
     def open_campaign(self, slug: str, again: bool) -> Campaign | None:
-        """An unfinished campaign of this issue, to resume; refuse to silently send twice."""
-        latest = self.store.latest_for(slug)
-        if latest is None:
-            return None
-        if latest.status == "scheduled":
-            raise DataError(
-                f"issue '{slug}' is scheduled as campaign {latest.id} for "
-                f"{latest.scheduled_at.isoformat(timespec='minutes') if latest.scheduled_at else 'later'}",
-                hint=f"to send it now instead: newsletter campaigns resume {latest.id}",
-            )
-        if latest.status in ("running", "paused"):
-            return latest
-        if latest.status == "done" and not again:
-            raise DataError(
-                f"issue '{slug}' was already sent as campaign {latest.id}",
-                hint="pass --again to send it as a new campaign",
-            )
-        return None
+        """An unfinished campaign of this issue, if any (kept for callers of the old API)."""
+        open_ = self.store.open_campaigns(slug)
+        return open_[-1] if open_ else None
 
     def create(
         self,
-        rendered: RenderedIssue,
-        segment: list[str],
-        adapter: str,
-        rate: float,
+        plan: SendPlan | RenderedIssue,
+        segment: list[str] | None = None,
+        adapter: str | None = None,
+        rate: float | None = None,
         scheduled_at: datetime | None = None,
     ) -> tuple[Campaign, int]:
+        if isinstance(plan, RenderedIssue):  # create(rendered, segment, ...): a new campaign, no repeats
+            rendered, repeat = plan, False
+        else:
+            rendered, segment, repeat = plan.rendered, plan.segment, plan.repeat
+        adapter = adapter or self.settings.adapter
         if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
             self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
-        campaign, count = self.store.create(rendered, segment, adapter, rate, scheduled_at)
+        campaign, count = self.store.create(
+            rendered, segment or [], adapter, self.settings.rate if rate is None else rate, scheduled_at, repeat
+        )
         if count == 0:
             self.store.set_status(campaign.id, "done")
-            raise DataError(f"no active subscribers in segment {', '.join(segment) or '(all)'}")
+            raise DataError(f"no active subscribers in segment {', '.join(segment or []) or '(all)'}")
         return campaign, count
 
-    def send_proofs(self, rendered: RenderedIssue, addresses: tuple[str, ...], adapter: Adapter) -> list[str]:
+    def describe_adapter(self, name: str | None = None) -> str:
+        """Which adapter a send would use and where the mail goes, checking its settings."""
+        name = name or self.settings.adapter
+        adapter = make_adapter(self.settings, name, folder="campaign-N")  # ConfigError if a setting is missing
+        if name != "outbox":
+            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+        if name == "outbox":
+            return f"outbox: .eml files under {Path(self.settings.outbox_dir) / 'campaign-N'}/ (nothing is mailed)"
+        if name == "smtp":
+            return f"smtp: the mail server {adapter.where}"
+        return f"{name}: the provider API at {adapter.base_url}"
+
+    def send_proofs(self, rendered: RenderedIssue, addresses: tuple[str, ...], adapter: Adapter) -> list[Result]:
         """Proof copies for staff: real messages, no deliveries, subject marked [TEST]."""
         from .addresses import normalize_email
 
@@ -275,18 +426,35 @@ class Campaigns:
         messages = [
             composer.compose(proof, Recipient(0, normalize_email(address)[0], "", {}), None) for address in addresses
         ]
-        problems = []
         with adapter:
-            for result in adapter.send(messages):
-                if not result.accepted:
-                    problems.append(f"{result.message.to_email}: {result.reason}")
-        return problems
+            return list(adapter.send(messages))
 
     def cancel(self, campaign_id: int) -> None:
         campaign = self.store.get(campaign_id)
         if campaign.status in ("done", "cancelled"):
             raise NewsletterError(f"campaign {campaign_id} is already {campaign.status}")
         self.store.set_status(campaign_id, "cancelled")
+
+    def reopen(self, campaign_id: int) -> Campaign:
+        """Make a stopped campaign sendable again (a cancelled one too, to finish it)."""
+        campaign = self.store.get(campaign_id)
+        if campaign.status == "cancelled":
+            others = [c for c in self.store.open_campaigns(campaign.slug) if c.id != campaign_id]
+            if others:
+                raise DataError(
+                    f"campaign {others[-1].id} of the same issue is {others[-1].status}",
+                    hint=f"finish that one: newsletter campaigns resume {others[-1].id}",
+                )
+            self.store.set_status(campaign_id, "paused")
+        return self.store.get(campaign_id)
+
+    def retry(self, campaign_id: int, include_unknown: bool) -> tuple[Campaign, int, int]:
+        """Queue again what failed for transient reasons (and the unknown ones on request)."""
+        campaign = self.store.get(campaign_id)
+        transient_count, unknown_count = self.store.requeue(campaign_id, include_unknown)
+        if transient_count + unknown_count and campaign.status in ("done", "cancelled"):
+            self.store.set_status(campaign_id, "paused")
+        return self.store.get(campaign_id), transient_count, unknown_count
 
     def sender(
         self,

@@ -59,6 +59,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp_url", "", str, "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465", secret=True),
     Option("smtp_pool", 1, int, "Number of SMTP connections used in parallel"),
     Option("smtp_timeout", 30.0, float, "SMTP socket timeout in seconds"),
+    Option(
+        "smtp_data_timeout",
+        600.0,
+        float,
+        "Seconds to wait for the reply after a message's final '.' (RFC 5321 4.5.3.2: 10 minutes)",
+    ),
     Option("postmark_token", "", str, "Postmark server token", secret=True),
     Option("postmark_api_url", "https://api.postmarkapp.com", str, "Postmark API base URL"),
     Option("postmark_message_stream", "broadcast", str, "Postmark message stream"),
@@ -74,6 +80,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_attempts", 5, int, "Attempts per message before a transient failure becomes final"),
     Option("retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"),
     Option("batch_size", 50, int, "Deliveries claimed per batch"),
+    Option(
+        "pause_after_failures",
+        10,
+        int,
+        "Consecutive transient failures, for different readers, that pause a campaign as an outage",
+    ),
     Option(
         "claim_lease", 300.0, float, "Seconds a worker's claim on a batch lasts; then another worker may take it over"
     ),
@@ -124,6 +136,7 @@ class Settings:
     smtp_url: str
     smtp_pool: int
     smtp_timeout: float
+    smtp_data_timeout: float
     postmark_token: str
     postmark_api_url: str
     postmark_message_stream: str
@@ -139,6 +152,7 @@ class Settings:
     max_attempts: int
     retry_base_delay: float
     batch_size: int
+    pause_after_failures: int
     claim_lease: float
     topics: str
     consent_text: str
@@ -234,9 +248,12 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             )
     if values["claim_lease"] < 5:
         raise ConfigError(f"setting 'claim_lease' ({where('claim_lease')}) must be at least 5 seconds")
-    for name in ("smtp_pool", "max_attempts", "batch_size"):
+    for name in ("smtp_pool", "max_attempts", "batch_size", "pause_after_failures"):
         if values[name] < 1:
             raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")
+    for name in ("smtp_timeout", "smtp_data_timeout", "http_timeout"):
+        if values[name] <= 0:
+            raise ConfigError(f"setting '{name}' ({where(name)}) must be more than 0 seconds")
     if values["rate"] < 0:
         raise ConfigError(f"setting 'rate' ({where('rate')}) must not be negative")
 

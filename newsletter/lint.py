@@ -19,6 +19,7 @@ from .tokens import Tokens
 
 GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_MAX = 78
+SUBJECT_LIMIT = 150  # past this, inboxes cut it off and some servers refuse the header
 OUTDATED_CRISIS = re.compile(r"1?-?\(?800\)?[-. ]?273[-. ]?(TALK|8255)|273-TALK", re.I)
 # "[Subscribe Now]" but not a Markdown link "[text](url)" or reference "[text][ref]".
 PLACEHOLDER = re.compile(r"(?<![!\]\\])\[([A-Z][^\[\]\n]{0,60})\](?![(\[:])")
@@ -74,6 +75,16 @@ class Linter:
         findings = []
         if not issue.subject:
             findings.append(Finding("error", where, "missing subject", "subject"))
+        elif len(issue.subject) > SUBJECT_LIMIT:
+            findings.append(
+                Finding(
+                    "error",
+                    where,
+                    f"subject is {len(issue.subject)} characters; shorten it to at most {SUBJECT_LIMIT} "
+                    f"(under {SUBJECT_MAX} reads best)",
+                    "subject-length",
+                )
+            )
         elif len(issue.subject) > SUBJECT_MAX:
             findings.append(
                 Finding(

@@ -8,6 +8,9 @@ encoded as RFC 2047 words, so nothing a subscriber typed can become a header.
 from __future__ import annotations
 
 import binascii
+import functools
+import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -16,6 +19,7 @@ from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 
+from .addresses import wire_address
 from .config import Settings
 from .errors import ConfigError
 from .render import Recipient, RenderedIssue, escape_attribute, escape_text, rewrap_long_lines
@@ -65,7 +69,12 @@ class Message:
 
     @property
     def to_header(self) -> str:
-        return formataddr((" ".join(self.to_name.split()), self.to_email), charset="utf-8")
+        name = " ".join(self.to_name.split())
+        if self.to_email.isascii():
+            return formataddr((name, self.to_email), charset="utf-8")
+        # RFC 6532 (SMTPUTF8): the address goes as UTF-8; the name is still an encoded word.
+        shown = formataddr((name, "x@x"), charset="utf-8").rpartition(" <")[0] if name else ""
+        return f"{shown} <{self.to_email}>" if shown else f"<{self.to_email}>"
 
     def as_bytes(self) -> bytes:
         """The MIME bytes, built once (the campaign builds them ahead, on a helper thread)."""
@@ -98,7 +107,7 @@ class Message:
             "",
             "",
         ]
-        data = "\r\n".join(lines).encode("ascii") + body
+        data = "\r\n".join(lines).encode("utf-8") + body  # UTF-8 only in an SMTPUTF8 address
         if self.dkim:
             import dkim
 
@@ -108,15 +117,29 @@ class Message:
         return data
 
 
+FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998 octets
+
+
 def _header_value(value: str, address: bool = False) -> str:
-    """ASCII header text; CR/LF can never pass, non-ASCII becomes RFC 2047 encoded words."""
+    """ASCII header text; CR/LF can never pass, non-ASCII becomes RFC 2047 encoded words,
+    and a long value is folded (every header is the same for a whole campaign but the
+    personal ones, hence the cache)."""
     value = " ".join(value.split())
-    if value.isascii():
+    if value.isascii() and len(value) <= FOLD_AT:
         return value
+    return _folded(value, address)
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(value: str, address: bool) -> str:
     if address:
         name, addr = parseaddr(value)
         return formataddr((name, addr), charset="utf-8")
-    return Header(value, "utf-8").encode(linesep="\r\n")
+    if value.isascii() and all(len(word) < FOLD_AT - 10 for word in value.split()):
+        # Plain folding at spaces keeps the header readable as it is.
+        return Header(value, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+    # A word too long to fold (or non-ASCII text): encoded words, which may be split anywhere.
+    return Header(value, "utf-8", maxlinelen=FOLD_AT).encode(linesep="\r\n")
 
 
 def _mime_body(text: str, html: str) -> tuple[str, bytes]:
@@ -266,12 +289,22 @@ class MessageBuilder:
         self.unsubscribe_mailbox = parseaddr(settings.from_address)[1]
         self.dkim = self._load_dkim()
         self._template: tuple[RenderedIssue, BodyTemplate] | None = None
+        self._id_key = (settings.secret_key or "newsletter").encode()
 
     def template(self, rendered: RenderedIssue) -> BodyTemplate:
         """The body template of this issue, built on first use (a sender sends one issue)."""
         if self._template is None or self._template[0] is not rendered:
             self._template = (rendered, BodyTemplate(rendered))
         return self._template[1]
+
+    def message_id(self, campaign_id: int | None, delivery_id: int | None) -> str:
+        """The same Message-ID on every attempt, resume and worker for one delivery, so a
+        receiver can recognise (and drop) a second copy; keyed, so it reveals no counts."""
+        if campaign_id is None or delivery_id is None:
+            return make_msgid(domain=self.domain)
+        label = f"{campaign_id}.{delivery_id}"
+        digest = hmac.new(self._id_key, label.encode(), hashlib.sha256).hexdigest()[:16]
+        return f"<{label}.{digest}@{self.domain}>"
 
     def _load_dkim(self) -> tuple[bytes, bytes, bytes] | None:
         if not (self.settings.dkim_selector and self.settings.dkim_private_key):
@@ -297,7 +330,7 @@ class MessageBuilder:
     ) -> Message:
         unsubscribe_url = fields["unsubscribe_url"]
         token = unsubscribe_url.rsplit("/", 1)[-1]
-        message_id = make_msgid(domain=self.domain)
+        message_id = self.message_id(campaign_id, delivery_id)
         headers = {
             "Message-ID": message_id,
             "List-Id": self.list_id,
@@ -308,7 +341,7 @@ class MessageBuilder:
         if campaign_id is not None:
             headers["X-Newsletter-Campaign"] = str(campaign_id)
         return Message(
-            to_email=recipient.email,
+            to_email=wire_address(recipient.email),
             to_name=recipient.name,
             from_address=self.settings.from_address,
             reply_to=self.settings.reply_to,

@@ -2,7 +2,9 @@
 optimised (per-issue templates, pre-encoded parts): fixtures captured from the original
 builder, for an accented and a hostile name, with randomness and the clock pinned.
 
-Regenerate (only when the message format changes on purpose):
+The fixtures were regenerated from the delivery branch's builder (84a5dbe: deterministic
+Message-ID, folded headers), still the unoptimised one. Regenerate only when the message
+format changes on purpose, from the code before the change:
     NEWSLETTER_REGENERATE_FIXTURES=1 python -m pytest tests/test_message_bytes.py
 """
 
@@ -36,7 +38,7 @@ def pinned(monkeypatch):
     monkeypatch.setattr(message_module.secrets, "token_hex", lambda n=None: "0123456789abcdef01234567")
     monkeypatch.setattr(message_module, "make_msgid", lambda domain=None, **kw: f"<fixed.id@{domain}>")
     monkeypatch.setattr(message_module, "formatdate", lambda *a, **kw: "Thu, 26 Nov 2026 12:00:00 GMT")
-    monkeypatch.setattr(message_module, "_last_date", (-1, ""))
+    monkeypatch.setattr(message_module, "_last_date", (-1, ""), raising=False)
 
 
 def build(recipient: Recipient, repeat: int = 1) -> list[bytes]:

@@ -8,15 +8,17 @@ in parallel threads.
 from __future__ import annotations
 
 import queue
+import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, DeliveryError
 from ..message import Message
-from .base import Adapter, Result, accepted, classify_smtp_reply, transient
+from .base import Adapter, Result, accepted, classify_smtp_reply, permanent, transient, unknown
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,38 +47,77 @@ class _Connection:
             self.client = None
 
     def send(self, message: Message) -> Result:
+        """One transaction in its phases. Until the final '.' is written the server cannot
+        have the message, so a failure is transient; after it, a lost reply is `unknown`."""
         where = self.adapter.where
+        client = self.ensure()  # an unreachable server raises DeliveryError: an outage
         try:
-            client = self.ensure()
-            client.sendmail(message.envelope_from, [message.to_email], message.as_bytes())
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            return self._reply(message, code, text)
-        except smtplib.SMTPSenderRefused as exc:
-            if 400 <= exc.smtp_code < 500:
-                return self._reply(message, exc.smtp_code, exc.smtp_error)
-            raise DeliveryError(
-                f"{where}: the server refuses the sender {exc.sender!r}: {exc.smtp_code} {_text(exc.smtp_error)}",
-                hint="check from_address and that this server may send for its domain",
-            ) from None
-        except smtplib.SMTPDataError as exc:
-            return self._reply(message, exc.smtp_code, exc.smtp_error)
-        except smtplib.SMTPResponseException as exc:  # e.g. 421 on MAIL FROM
-            return self._reply(message, exc.smtp_code, exc.smtp_error)
-        except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+            options = []
+            if not message.to_email.isascii() or not message.envelope_from.isascii():
+                if not client.has_extn("smtputf8"):
+                    self._reset()
+                    return permanent(
+                        message,
+                        f"{where}: the address has non-ASCII characters before the @ and this server "
+                        "does not offer SMTPUTF8",
+                        bounce=False,
+                    )
+                options = ["SMTPUTF8"]
+            code, text = client.mail(message.envelope_from, options)
+            if code != 250:
+                return self._sender_refused(message, code, text)
+            code, text = client.rcpt(message.to_email)
+            if code not in (250, 251):
+                return self._reply(message, code, text)
+            code, text = client.docmd("DATA")
+            if code != 354:
+                return self._reply(message, code, text)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop()
-            return transient(message, f"{where}: connection lost ({type(exc).__name__})")
+            return transient(message, f"{where}: connection lost before the message was sent ({type(exc).__name__})")
+        try:
+            client.send(_DOT.sub(b"..", message.as_bytes()) + b".\r\n")
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.drop()  # the final '.' did not go out whole: the server cannot have the message
+            return transient(message, f"{where}: connection lost while sending the message ({type(exc).__name__})")
+        try:
+            if client.sock is not None:
+                client.sock.settimeout(self.adapter.data_timeout)
+            code, text = client.getreply()
+            if client.sock is not None:
+                client.sock.settimeout(self.adapter.timeout)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.drop()
+            kind = "timed out" if "timed out" in str(exc) or isinstance(exc, TimeoutError) else "connection closed"
+            return unknown(message, f"{where}: no answer after the message was sent ({kind}); the server may have it")
+        if code != 250:
+            return self._reply(message, code, text)
         return accepted(message, provider_id=message.message_id)
 
+    def _sender_refused(self, message: Message, code: int, text: bytes | str) -> Result:
+        if 400 <= code < 500:
+            return self._reply(message, code, text)
+        self._reset()
+        raise DeliveryError(
+            f"{self.adapter.where}: the server refuses the sender {message.envelope_from!r}: {code} {_text(text)}",
+            hint="check from_address and that this server may send for its domain",
+        )
+
+    def _reset(self) -> None:
+        try:
+            self.ensure().rset()
+        except (smtplib.SMTPException, OSError):
+            self.drop()
+
     def _reply(self, message: Message, code: int, text: bytes | str) -> Result:
-        if code == 421:
+        if code == 421 or code < 0:
             self.drop()  # the server is closing the session; reopen for the next message
         else:
-            try:
-                self.ensure().rset()
-            except (smtplib.SMTPException, OSError):
-                self.drop()
+            self._reset()
         return classify_smtp_reply(message, code, _text(text))
+
+
+_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(value: bytes | str) -> str:
@@ -87,7 +128,7 @@ class SMTPAdapter(Adapter):
     name = "smtp"
     max_batch = 100
 
-    def __init__(self, smtp_url: str, pool: int = 1, timeout: float = 30.0):
+    def __init__(self, smtp_url: str, pool: int = 1, timeout: float = 30.0, data_timeout: float = 600.0):
         if not smtp_url:
             raise ConfigError(
                 "setting 'smtp_url' is required for the smtp adapter",
@@ -100,6 +141,7 @@ class SMTPAdapter(Adapter):
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
+        self.data_timeout = data_timeout
         self.where = f"{self.host}:{self.port}"
         self._pool_size = pool
         self._connections: queue.Queue[_Connection] = queue.Queue()
@@ -107,6 +149,7 @@ class SMTPAdapter(Adapter):
         self._executor: ThreadPoolExecutor | None = None
 
     def connect(self) -> smtplib.SMTP:
+        """A new session; any failure to reach or be accepted by the server is an outage."""
         context = ssl.create_default_context()
         try:
             if self.implicit_tls:
@@ -129,6 +172,17 @@ class SMTPAdapter(Adapter):
             ) from None
         except ssl.SSLError as exc:
             raise DeliveryError(f"{self.where}: TLS failed: {exc.reason}") from None
+        except socket.gaierror:
+            raise DeliveryError(
+                f"{self.where}: cannot resolve the host name", hint="check the host in smtp_url"
+            ) from None
+        except smtplib.SMTPConnectError as exc:
+            raise DeliveryError(
+                f"{self.where}: the server refused the session: {exc.smtp_code} {_text(exc.smtp_error)}"
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise DeliveryError(f"{self.where}: cannot connect: {detail}") from None
         return client
 
     def open(self) -> None:
@@ -156,18 +210,24 @@ class SMTPAdapter(Adapter):
             self._connections.put(connection)
 
     def send(self, messages: Iterable[Message]) -> Iterator[Result]:
-        """One connection: take messages one by one as they are built (no batching needed)."""
+        """Take each message only when a connection is free to send it at once."""
         if self._executor is None:
             for message in messages:
                 yield self._send_one(message)
             return
-        yield from super().send(messages)
+        in_flight: set[Future[Result]] = set()
+        try:
+            for message in messages:
+                while len(in_flight) >= self._pool_size:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in done)
+                in_flight.add(self._executor.submit(self._send_one, message))
+            while in_flight:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        finally:
+            for future in in_flight:  # stopped early: let what was handed over finish
+                future.cancel()
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
-        if self._executor is None:
-            for message in messages:
-                yield self._send_one(message)
-            return
-        futures = [self._executor.submit(self._send_one, message) for message in messages]
-        for future in as_completed(futures):
-            yield future.result()
+        return self.send(messages)
