@@ -257,7 +257,7 @@ class Sender:
             recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes)
             try:
                 message = self.composer.compose(rendered, recipient, campaign_id, row.delivery_id)
-                message.as_bytes()  # cached on the message
+                message.as_wire()  # MIME bytes and their SMTP form, cached on the message
             except ContentError as exc:
                 return str(exc)
             except Exception as exc:  # noqa: BLE001 - one reader's message must not stop the campaign

@@ -58,6 +58,7 @@ class Message:
     rendered: RenderedIssue | None = field(default=None, repr=False)
     slot_values: dict[str, str] | None = field(default=None, repr=False)
     _bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
     # (boundary, MIME body) from the issue's BodyTemplate: the same bytes _serialise would
     # write, with the parts every reader shares encoded once per issue.
@@ -75,6 +76,14 @@ class Message:
         # RFC 6532 (SMTPUTF8): the address goes as UTF-8; the name is still an encoded word.
         shown = formataddr((name, "x@x"), charset="utf-8").rpartition(" <")[0] if name else ""
         return f"{shown} <{self.to_email}>" if shown else f"<{self.to_email}>"
+
+    def as_wire(self) -> bytes:
+        """The bytes as SMTP's DATA carries them: lines starting with "." doubled (RFC 5321
+        4.5.2), then the final ".". Our messages start with a header and use CRLF
+        throughout, so a plain replace is the whole of the transparency procedure."""
+        if self._wire is None:
+            self._wire = self.as_bytes().replace(b"\n.", b"\n..") + b".\r\n"
+        return self._wire
 
     def as_bytes(self) -> bytes:
         """The MIME bytes, built once (the campaign builds them ahead, on a helper thread)."""

@@ -41,11 +41,14 @@ class RecordingHandler:
         self.delay = 0.0  # seconds to wait (without blocking other connections) before answering DATA
         self.hang_seconds = 30.0
         self.rcpt_attempts: Counter = Counter()
+        self.pipelining = True  # advertise RFC 2920 (aiosmtpd reads pipelined commands in order)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         with self.lock:
             self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
@@ -104,8 +107,11 @@ def free_port() -> int:
 
 
 class SMTPServer:
-    def __init__(self, script: Script | None = None, smtputf8: bool = False, port: int | None = None):
+    def __init__(
+        self, script: Script | None = None, smtputf8: bool = False, port: int | None = None, pipelining: bool = True
+    ):
         self.handler = RecordingHandler(script)
+        self.handler.pipelining = pipelining
         self.port = port or free_port()
         self.controller = Controller(
             self.handler,

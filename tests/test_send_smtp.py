@@ -69,7 +69,8 @@ def test_hostile_name_cannot_inject_headers(cli, send_env, monkeypatch):
     assert str(message["To"]) == '"Eve Bcc: attacker@example.com" <victim@example.com>'
 
 
-def test_transient_and_permanent_answers(cli, send_env, monkeypatch):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-command-at-a-time"])
+def test_transient_and_permanent_answers(cli, send_env, monkeypatch, pipelining):
     addresses = [
         "ok@example.com",
         "greylisted@example.com",
@@ -90,7 +91,7 @@ def test_transient_and_permanent_answers(cli, send_env, monkeypatch):
             "dropped@example.com": ["DROP"],  # before the message: plainly not delivered, retried
         },
     )
-    with SMTPServer(script) as server:
+    with SMTPServer(script, pipelining=pipelining) as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
         result = cli("send", str(SAMPLE_ISSUE), "--yes")
         received = server.handler.received_by()

@@ -8,7 +8,6 @@ in parallel threads.
 from __future__ import annotations
 
 import queue
-import re
 import smtplib
 import socket
 import ssl
@@ -63,20 +62,25 @@ class _Connection:
                         bounce=False,
                     )
                 options = ["SMTPUTF8"]
-            code, text = client.mail(message.envelope_from, options)
-            if code != 250:
-                return self._sender_refused(message, code, text)
-            code, text = client.rcpt(message.to_email)
-            if code not in (250, 251):
-                return self._reply(message, code, text)
-            code, text = client.docmd("DATA")
-            if code != 354:
-                return self._reply(message, code, text)
+            if not options and self.pipelining:
+                failed = self._envelope_pipelined(client, message)
+                if failed is not None:
+                    return failed
+            else:
+                code, text = client.mail(message.envelope_from, options)
+                if code != 250:
+                    return self._sender_refused(message, code, text)
+                code, text = client.rcpt(message.to_email)
+                if code not in (250, 251):
+                    return self._reply(message, code, text)
+                code, text = client.docmd("DATA")
+                if code != 354:
+                    return self._reply(message, code, text)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop()
             return transient(message, f"{where}: connection lost before the message was sent ({type(exc).__name__})")
         try:
-            client.send(_DOT.sub(b"..", message.as_bytes()) + b".\r\n")
+            client.send(message.as_wire())
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop()  # the final '.' did not go out whole: the server cannot have the message
             return transient(message, f"{where}: connection lost while sending the message ({type(exc).__name__})")
@@ -93,6 +97,29 @@ class _Connection:
         if code != 250:
             return self._reply(message, code, text)
         return accepted(message, provider_id=message.message_id)
+
+    @property
+    def pipelining(self) -> bool:
+        return self.client is not None and self.client.has_extn("pipelining")
+
+    def _envelope_pipelined(self, client: smtplib.SMTP, message: Message) -> Result | None:
+        """MAIL, RCPT and DATA in one write, then their three replies (RFC 2920): one round
+        trip instead of three. None when the server is ready for the message."""
+        client.send(
+            f"MAIL FROM:{smtplib.quoteaddr(message.envelope_from)}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(message.to_email)}\r\nDATA\r\n"
+        )
+        mail, rcpt, data = client.getreply(), client.getreply(), client.getreply()
+        if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            client.send(b".\r\n")  # a server that opened DATA anyway: end it empty
+            client.getreply()
+        if mail[0] != 250:
+            return self._sender_refused(message, *mail)
+        if rcpt[0] not in (250, 251):
+            return self._reply(message, *rcpt)
+        if data[0] != 354:
+            return self._reply(message, *data)
+        return None
 
     def _sender_refused(self, message: Message, code: int, text: bytes | str) -> Result:
         if 400 <= code < 500:
@@ -115,9 +142,6 @@ class _Connection:
         else:
             self._reset()
         return classify_smtp_reply(message, code, _text(text))
-
-
-_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(value: bytes | str) -> str:
