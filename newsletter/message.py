@@ -127,6 +127,7 @@ class Message:
 
 
 FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998 octets
+LONGEST_WORD = 900  # an unbroken word this long still fits a 998-octet line after any header name
 
 
 def _header_value(value: str, address: bool = False) -> str:
@@ -144,10 +145,12 @@ def _folded(value: str, address: bool) -> str:
     if address:
         name, addr = parseaddr(value)
         return formataddr((name, addr), charset="utf-8")
-    if value.isascii() and all(len(word) < FOLD_AT - 10 for word in value.split()):
-        # Plain folding at spaces keeps the header readable as it is.
+    if value.isascii() and all(len(word) <= LONGEST_WORD for word in value.split()):
+        # Plain folding at ", ; " and spaces keeps the header as it is: List-Unsubscribe's
+        # URLs (RFC 2369, RFC 8058) must never become encoded words; a word longer than 78
+        # simply gets a line of its own (lines may reach 998 octets).
         return Header(value, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
-    # A word too long to fold (or non-ASCII text): encoded words, which may be split anywhere.
+    # A word too long for any line (or non-ASCII text): encoded words, split anywhere.
     return Header(value, "utf-8", maxlinelen=FOLD_AT).encode(linesep="\r\n")
 
 

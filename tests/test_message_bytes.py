@@ -119,3 +119,13 @@ def test_link_tokens_equal_itsdangerous_own():
                 token = tokens.make(purpose, subscriber_id, campaign_id)
                 assert token == tokens._plain[purpose].dumps([subscriber_id, campaign_id])
                 assert tokens.read(purpose, token).subscriber_id == subscriber_id
+
+
+def test_list_unsubscribe_is_never_an_encoded_word(pinned):
+    """RFC 2369/8058: receivers read the URLs straight from the header; it may be folded
+    between its two entries, never turned into RFC 2047 encoded words."""
+    raw = build(READERS["hostile"])[0].split(b"\r\n\r\n", 1)[0].decode("ascii")
+    header = raw.split("List-Unsubscribe: ", 1)[1].split("\r\nList-Unsubscribe-Post", 1)[0]
+    assert "=?" not in header
+    https, mailto = header.replace("\r\n ", " ").split(", ")
+    assert https.startswith("<http") and mailto.startswith("<mailto:") and mailto.endswith(">")
