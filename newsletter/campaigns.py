@@ -36,7 +36,7 @@ from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
 from .render import Recipient, RenderedIssue, Renderer
-from .store import LEFT, LOST, SEND, CampaignStore, Claimed, Summary, worker_id
+from .store import LEFT, LOST, SEND, CampaignStore, Claimed, Recorder, Summary, worker_id
 from .tokens import Tokens
 
 log = logging.getLogger("newsletter.campaigns")
@@ -76,6 +76,14 @@ class Composer:
 
 
 PROGRESS_EVERY = 1.0  # seconds between progress reports
+
+
+def _next_pending(order: list[int], position: dict[int, int], pending: set[int], current: int) -> int | None:
+    """The delivery after `current` in claim order that is still to be sent, if any."""
+    index = position.get(current, len(order)) + 1
+    while index < len(order) and order[index] not in pending:
+        index += 1
+    return order[index] if index < len(order) else None
 
 
 def batch_for_rate(batch_size: int, rate: float) -> int:
@@ -122,6 +130,11 @@ class Sender:
         self.worker = worker_id()
         self._stop = stop or threading.Event()
         self.late = 0  # answers this sender learned after losing the claim
+        self._recorder: Recorder | None = None
+        self._prefetched: tuple[int, str] | None = None  # (delivery, its check) from the last record
+        # Guards `pending` and `late`: with a pool, each connection's thread records its own
+        # results, and a renewal must not count a delivery recorded meanwhile as lost.
+        self._lock = threading.Lock()
         self.claims_lost = 0  # batches stopped because their claim had passed to another worker
 
     @property
@@ -148,6 +161,7 @@ class Sender:
         total, sent_before = summary.total, summary.counts["sent"]
         counts = {"sent": sent_before, "failed": summary.counts["failed"]}
         watch = OutageWatch(self.settings.pause_after_failures)
+        self._recorder = self.store.recorder(self.worker, self.settings.synchronous_commit)
         try:
             with self.adapter:
                 while not self.stop_requested:
@@ -189,6 +203,8 @@ class Sender:
         except DeliveryError:
             self.store.set_status(campaign_id, "paused")
             raise
+        finally:
+            self._recorder.close()
         if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":
             self.store.set_status(campaign_id, "paused")
         return self.store.summary(campaign_id)
@@ -198,19 +214,37 @@ class Sender:
         deliveries this sender still holds and has no answer for; whatever is left in it
         at the end (a stop, a lost claim, an error) goes back to the queue."""
         pending = {row.delivery_id for row in claimed}
-        messages = self._checked(self._compose_ahead(rendered, campaign_id, claimed, pending), pending)
-        results = self.adapter.send(messages)
-        try:
-            for result in results:
-                if not self.store.record(
+        order = [row.delivery_id for row in claimed]
+        position = {delivery_id: index for index, delivery_id in enumerate(order)}
+        self._prefetched = None
+
+        def record(result: Result) -> None:
+            """Runs in the thread that sent the message, before its connection takes the
+            next one. One connection: the next message's check rides in the same commit."""
+            delivery_id = result.message.delivery_id
+            with self._lock:
+                if result.accepted and delivery_id is not None:
+                    following = None if self.adapter.parallel else _next_pending(order, position, pending, delivery_id)
+                    marked, verdict = self._recorder.mark_sent(delivery_id, result.provider_id, following)
+                    if marked and verdict is not None:
+                        self._prefetched = (following, verdict)
+                else:
+                    marked = False
+                if not marked and not self.store.record(
                     result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
                 ):
                     self.late += 1
-                pending.discard(result.message.delivery_id)
-                yield result
+                pending.discard(delivery_id)
+
+        messages = self._checked(self._compose_ahead(rendered, campaign_id, claimed, pending), pending)
+        results = self.adapter.send(messages, record=record)
+        try:
+            yield from results
         finally:
             results.close()
-            self.store.release(sorted(pending), self.worker)
+            with self._lock:
+                left = sorted(pending)
+            self.store.release(left, self.worker)
 
     def _checked(self, messages: Iterator[Message], pending: set[int]) -> Iterator[Message]:
         """Hand each message to the adapter only after checking, right then, that the
@@ -222,21 +256,32 @@ class Sender:
             if self.stop_requested:
                 return
             if time.monotonic() - renewed > renew_every:
-                if self.store.renew(sorted(pending), self.worker) < len(pending):
+                with self._lock:
+                    held = sorted(pending)
+                    lost = self.store.renew(held, self.worker) < len(held)
+                if lost:
                     self._lost_claim(message)
                     return
                 renewed = time.monotonic()
-            verdict = self.store.check_before_send(message.delivery_id, self.worker)
+            verdict = self._verdict(message.delivery_id)
             if verdict == SEND:
                 yield message
             elif verdict == LEFT:
                 self.store.skip_left(message.delivery_id, self.worker)
-                pending.discard(message.delivery_id)
+                with self._lock:
+                    pending.discard(message.delivery_id)
             elif verdict == LOST:
                 self._lost_claim(message)
                 return
             else:  # HALTED: cancelled or paused
                 return
+
+    def _verdict(self, delivery_id: int) -> str:
+        """check_before_send, taken from the previous message's commit when it came along."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == delivery_id:
+            return prefetched[1]
+        return self._recorder.check(delivery_id)
 
     def _lost_claim(self, message: Message) -> None:
         self.claims_lost += 1
@@ -268,10 +313,11 @@ class Sender:
             for row, built in zip(claimed, helper.map(build, claimed), strict=True):
                 if isinstance(built, str):
                     failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
-                    self.store.record(
-                        permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
-                    )
-                    pending.discard(row.delivery_id)
+                    with self._lock:
+                        self.store.record(
+                            permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
+                        )
+                        pending.discard(row.delivery_id)
                     continue
                 yield built
 
@@ -317,13 +363,16 @@ class Campaigns:
 
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
-        findings = Linter(self.settings).lint(issue_path)
+        linter = Linter(self.settings)
+        findings = linter.lint(issue_path)
         errors = [finding for finding in findings if finding.severity == "error"]
         if errors and not force:
             raise DataError(
                 f"the issue has {len(errors)} lint error(s); first: {errors[0]}",
                 hint=f"run: newsletter lint {issue_path}  (or send with --force)",
             )
+        if linter.issue is not None and linter.rendered is not None:  # the lint's render: CSS inlined once
+            return linter.issue, linter.rendered
         issue = load_issue(issue_path)
         return issue, Renderer(self.settings).render(issue)
 

@@ -90,6 +90,13 @@ OPTIONS: tuple[Option, ...] = (
         "claim_lease", 300.0, float, "Seconds a worker's claim on a batch lasts; then another worker may take it over"
     ),
     Option(
+        "synchronous_commit",
+        False,
+        bool,
+        "PostgreSQL: make each message's 'sent' commit wait for the server's disk (off: a server crash can "
+        "lose its last fraction of a second; a sender crash loses nothing)",
+    ),
+    Option(
         "topics",
         "monthly, patients, caregivers",
         str,
@@ -154,6 +161,7 @@ class Settings:
     batch_size: int
     pause_after_failures: int
     claim_lease: float
+    synchronous_commit: bool
     topics: str
     consent_text: str
     subscribe_rate_limit: str

@@ -45,18 +45,25 @@ class Linter:
         self.renderer = Renderer(settings)
         self.check_links = check_links
         self.link_timeout = link_timeout
+        # What the last lint loaded and rendered (None where it stopped short), so that a
+        # send renders and inlines the issue once, not once to lint and once to send.
+        self.issue: Issue | None = None
+        self.rendered: RenderedIssue | None = None
 
     def lint(self, path: str | Path) -> list[Finding]:
+        self.issue = self.rendered = None
         try:
             issue = load_issue(path)
         except ContentError as exc:
             return [_from_error(exc, "syntax")]
         findings = self._front_matter(issue)
         findings += self._source(issue)
+        self.issue = issue
         try:
             rendered = self.renderer.render(issue)
         except ContentError as exc:
             return findings + [_from_error(exc, "template")]
+        self.rendered = rendered
         expression_findings = self._expressions(issue, rendered)
         if expression_findings:
             return findings + expression_findings

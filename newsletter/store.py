@@ -12,6 +12,8 @@ import logging
 import os
 import random
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -458,16 +460,10 @@ class CampaignStore:
         was cancelled or paused)."""
         with self.db.engine.connect() as connection:
             row = connection.execute(_BEFORE_SEND, {"b_id": delivery_id}).first()
-        if row is None:
-            return LOST
-        status, holder, until, person, campaign = row
-        if status != "queued" or holder != worker or until is None or until <= utcnow():
-            return LOST
-        if campaign != "running":
-            return HALTED
-        if person != "active":
-            return LEFT
-        return SEND
+        return _verdict(row, worker)
+
+    def recorder(self, worker: str, synchronous_commit: bool = False) -> Recorder:
+        return Recorder(self.db, worker, synchronous_commit)
 
     def skip_left(self, delivery_id: int, worker: str) -> None:
         with self.db.session() as session:
@@ -648,6 +644,129 @@ class CampaignStore:
             transient_failed,
             sent_late,
         )
+
+
+def _verdict(row: Any, worker: str) -> str:
+    """check_before_send's answer from its row (status, holder, until, person, campaign)."""
+    if row is None:
+        return LOST
+    status, holder, until, person, campaign = row
+    if status != "queued" or holder != worker or until is None or until <= utcnow():
+        return LOST
+    if campaign != "running":
+        return HALTED
+    if person != "active":
+        return LEFT
+    return SEND
+
+
+class Recorder:
+    """The two statements a sender runs for every message, on a connection of its own per
+    thread, through the driver: the check before sending (check_before_send) and the fenced
+    mark-sent of an accepted message (record's common case), with its own commit.
+
+    `mark_sent` can take the next message's check along in the same transaction: a
+    one-connection sender then pays one round trip per message instead of two, and the
+    check still runs after the previous message was recorded, right before this one goes.
+
+    On PostgreSQL the mark-sent commit does not wait for the disk unless
+    `synchronous_commit` (README "Delivery guarantees"): the server has applied the UPDATE
+    before answering, so every other session sees the send at once and a crash of the
+    sender cannot lose it; only a crash of the database server itself can lose its last
+    fraction of a second of commits.
+    """
+
+    def __init__(self, db: Database, worker: str, synchronous_commit: bool = False):
+        self.db = db
+        self.worker = worker
+        self.synchronous_commit = synchronous_commit
+        dialect = db.engine.dialect
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+        self._mark = _driver_statement(_MARK_SENT, dialect)
+        self._check = _driver_statement(_BEFORE_SEND, dialect)
+        columns = Delivery.__table__.c  # the driver sees what SQLAlchemy's types would give it
+        self._when = columns.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+        self._until = columns.claimed_until.type.dialect_impl(dialect).result_processor(dialect, None) or (lambda v: v)
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self.db.engine.raw_connection()
+            if self.db.dialect == "postgresql" and not self.synchronous_commit:
+                cursor = connection.cursor()
+                cursor.execute("SET synchronous_commit = off")
+                cursor.close()
+                connection.commit()
+            self._local.connection = connection
+            with self._lock:
+                self._opened.append(connection)
+        return connection
+
+    def _checked_row(self, cursor: Any, delivery_id: int) -> str:
+        sql, params = self._check
+        cursor.execute(sql, params({"b_id": delivery_id}))
+        row = cursor.fetchone()
+        if row is not None:
+            row = (row[0], row[1], self._until(row[2]), row[3], row[4])
+        return _verdict(row, self.worker)
+
+    def check(self, delivery_id: int) -> str:
+        connection = self._connection()
+        cursor = connection.cursor()
+        try:
+            return self._checked_row(cursor, delivery_id)
+        finally:
+            cursor.close()
+            connection.commit()  # end the read transaction: the next check must see new commits
+
+    def mark_sent(self, delivery_id: int, provider_id: str, check_next: int | None = None) -> tuple[bool, str | None]:
+        """(marked, the verdict on `check_next`); not marked: the claim is gone (see record)."""
+        connection = self._connection()
+        cursor = connection.cursor()
+        sql, params = self._mark
+        try:
+            cursor.execute(
+                sql,
+                params(
+                    {
+                        "b_id": delivery_id,
+                        "b_worker": self.worker,
+                        "b_now": self._when(utcnow()),
+                        "b_provider": provider_id[:200],
+                    }
+                ),
+            )
+            marked = cursor.rowcount == 1
+            verdict = self._checked_row(cursor, check_next) if marked and check_next is not None else None
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+        return marked, verdict
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            try:
+                connection.close()  # back to the engine's pool
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._local = threading.local()
+
+
+def _driver_statement(statement: Any, dialect: Any) -> tuple[str, Callable[[dict[str, Any]], Any]]:
+    """SQL text for the driver plus a function turning named values into its parameters."""
+    compiled = statement.compile(dialect=dialect)
+    fixed = dict(compiled.params)  # the statement's literal values (status='sent', ...)
+    names = compiled.positiontup
+    if compiled.positional and names is not None:
+        return str(compiled), lambda values: tuple(values[name] if name in values else fixed[name] for name in names)
+    return str(compiled), lambda values: {**fixed, **values}
 
 
 def _alive(pid: int) -> bool:

@@ -129,3 +129,22 @@ def test_list_unsubscribe_is_never_an_encoded_word(pinned):
     assert "=?" not in header
     https, mailto = header.replace("\r\n ", " ").split(", ")
     assert https.startswith("<http") and mailto.startswith("<mailto:") and mailto.endswith(">")
+
+
+def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch):
+    """However many readers, `send` renders and inlines the issue once (lint included)."""
+    from newsletter import render
+
+    from .helpers import add_subscribers
+    from .smtp_server import SMTPServer
+
+    calls = []
+    original = render.inline_css
+    monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or original(html))
+    add_subscribers(cli.database_url, [f"r{i}@example.com" for i in range(12)])
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        assert len(server.handler.messages) == 12
+    assert "sent 12," in result.stdout
+    assert len(calls) == 1

@@ -17,7 +17,7 @@ raises DeliveryError and the campaign pauses.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
@@ -94,10 +94,17 @@ class Adapter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, messages: Iterable[Message]) -> Iterator[Result]:
+    parallel = False  # True when messages go out on several connections at once
+
+    def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
+        """Results as they come; `record` is called with each one before it is yielded (and,
+        in a parallel adapter, on the connection's own thread before it takes another)."""
         pending = iter(messages)
         while batch := list(islice(pending, self.max_batch)):
-            yield from self.send_batch(batch)
+            for result in self.send_batch(batch):
+                if record is not None:
+                    record(result)
+                yield result
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         raise NotImplementedError

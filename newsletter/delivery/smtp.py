@@ -11,8 +11,9 @@ import queue
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, DeliveryError
@@ -226,32 +227,61 @@ class SMTPAdapter(Adapter):
         self._all.clear()
         self._connections = queue.Queue()
 
-    def _send_one(self, message: Message) -> Result:
+    @property
+    def parallel(self) -> bool:
+        return self._pool_size > 1
+
+    def _send_one(self, message: Message, record: Callable[[Result], None] | None = None) -> Result:
         connection = self._connections.get()
         try:
-            return connection.send(message)
+            result = connection.send(message)
+            if record is not None:
+                record(result)  # before this connection takes its next message
+            return result
         finally:
             self._connections.put(connection)
 
-    def send(self, messages: Iterable[Message]) -> Iterator[Result]:
-        """Take each message only when a connection is free to send it at once."""
+    def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
+        """One connection: each message as it is built. A pool: one thread per connection
+        takes the next message itself (its check runs then), sends it and records it, so
+        no connection waits for the caller, and the caller only hears the results."""
         if self._executor is None:
             for message in messages:
-                yield self._send_one(message)
+                yield self._send_one(message, record)
             return
-        in_flight: set[Future[Result]] = set()
+        source = iter(messages)
+        taking = threading.Lock()  # the message iterator is a generator: one taker at a time
+        results: queue.Queue[Result | BaseException | None] = queue.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                while not stop.is_set():
+                    with taking:
+                        message = next(source, None)
+                    if message is None:
+                        return
+                    results.put(self._send_one(message, record))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                stop.set()
+                results.put(exc)
+            finally:
+                results.put(None)
+
+        workers = [self._executor.submit(work) for _ in range(self._pool_size)]
+        running = len(workers)
         try:
-            for message in messages:
-                while len(in_flight) >= self._pool_size:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    yield from (future.result() for future in done)
-                in_flight.add(self._executor.submit(self._send_one, message))
-            while in_flight:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
+            while running:
+                item = results.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
         finally:
-            for future in in_flight:  # stopped early: let what was handed over finish
-                future.cancel()
+            stop.set()  # stopped early or failed: let what was handed over finish and be recorded
+            wait(workers)
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         return self.send(messages)
