@@ -174,9 +174,9 @@ def mailmerge(port: int, count: int, workdir: Path) -> float:
     return time.perf_counter() - started
 
 
-def workers(port: int, count: int, processes: int, base_url: str, workdir: Path) -> float:
+def workers(port: int, count: int, processes: int, base_url: str, workdir: Path, durable: bool = False) -> float:
     url, drop = fresh_postgres(base_url, f"wire{processes}")
-    env = smtp_env(port, url)
+    env = smtp_env(port, url, synchronous_commit=str(durable).lower())
     try:
         newsletter(["init"], env, workdir)
         newsletter(["subscribers", "import", "people.csv"], env, workdir)
@@ -216,6 +216,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=5000)
     parser.add_argument("--postgres", help="PostgreSQL base URL for the worker rows (skipped without it)")
+    parser.add_argument(
+        "--synchronous-commit", action="store_true", help="also run the worker rows with synchronous_commit = on"
+    )
     parser.add_argument("--no-mailmerge", action="store_true", help="skip the mailmerge row")
     parser.add_argument("--no-aiosmtpd", action="store_true", help="skip the second (aiosmtpd) table")
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows: raw send workers")
@@ -251,6 +254,10 @@ def main() -> None:
                 for processes in (1, 4):
                     name = f"{processes} `newsletter worker` process{'es' if processes > 1 else ''}, PostgreSQL"
                     rows.append((name, workers(port, count, processes, args.postgres, workdir)))
+                if args.synchronous_commit:
+                    for processes in (1, 4):
+                        name = f"{processes} worker(s), PostgreSQL, synchronous_commit = on"
+                        rows.append((name, workers(port, count, processes, args.postgres, workdir, durable=True)))
         finally:
             sink.kill()
             sink.wait()
