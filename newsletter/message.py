@@ -11,6 +11,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -60,9 +61,10 @@ class Message:
     _bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
-    # (boundary, MIME body) from the issue's BodyTemplate: the same bytes _serialise would
-    # write, with the parts every reader shares encoded once per issue.
-    body: tuple[str, bytes] | None = field(default=None, repr=False, compare=False)
+    # (boundary, MIME body, the body dot-stuffed for SMTP) from the issue's BodyTemplate:
+    # the same bytes _serialise would write, the parts every reader shares encoded once.
+    body: tuple[str, bytes, bytes] | None = field(default=None, repr=False, compare=False)
+    _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def envelope_from(self) -> str:
@@ -82,7 +84,12 @@ class Message:
         4.5.2), then the final ".". Our messages start with a header and use CRLF
         throughout, so a plain replace is the whole of the transparency procedure."""
         if self._wire is None:
-            self._wire = self.as_bytes().replace(b"\n.", b"\n..") + b".\r\n"
+            data = self.as_bytes()  # sets _head: the header block (DKIM signature included)
+            if self.body is not None:
+                body = self.body[2]
+            else:
+                body = _dot_stuffed(data[len(self._head) :])
+            self._wire = _dot_stuffed(self._head) + body + b".\r\n"
         return self._wire
 
     def as_bytes(self) -> bytes:
@@ -98,7 +105,7 @@ class Message:
         about 4 ms per message parsing its own headers; the tests parse every message
         we produce with the email package to hold this to the standard.
         """
-        boundary, body = self.body or _mime_body(self.text, self.html)
+        boundary, body = self.body[:2] if self.body else _mime_body(self.text, self.html)
         lines = [
             f"From: {_header_value(self.from_address, address=True)}",
             f"To: {self.to_header}",
@@ -116,13 +123,15 @@ class Message:
             "",
             "",
         ]
-        data = "\r\n".join(lines).encode("utf-8") + body  # UTF-8 only in an SMTPUTF8 address
+        head = "\r\n".join(lines).encode("utf-8")  # UTF-8 only in an SMTPUTF8 address
+        data = head + body
         if self.dkim:
             import dkim
 
             selector, domain, key = self.dkim
             signature = dkim.sign(data, selector, domain, key, include_headers=list(DKIM_HEADERS))
-            data = signature + data
+            data, head = signature + data, signature + head
+        self._head = head
         return data
 
 
@@ -149,9 +158,39 @@ def _folded(value: str, address: bool) -> str:
         # Plain folding at ", ; " and spaces keeps the header as it is: List-Unsubscribe's
         # URLs (RFC 2369, RFC 8058) must never become encoded words; a word longer than 78
         # simply gets a line of its own (lines may reach 998 octets).
-        return Header(value, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+        return _fold_ascii(value)
     # A word too long for any line (or non-ASCII text): encoded words, split anywhere.
     return Header(value, "utf-8", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+
+
+def _dot_stuffed(lines: bytes) -> bytes:
+    """RFC 5321 4.5.2 for bytes that start at a line start: a line's leading "." doubled."""
+    stuffed = lines.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+_NOT_A_BREAK = re.compile(r"[^;, \t]")
+
+
+def _fold_ascii(value: str) -> str:
+    """email.header's plain folding of an ASCII value, computed once per *shape*: where it
+    folds depends only on where the value has its break characters (";, \t"), so the
+    List-Unsubscribe of every reader (same links, different tokens) shares one fold. Any
+    fold that is not a plain CRLF insertion is left to email.header itself."""
+    shape = _NOT_A_BREAK.sub("a", value)
+    lines = _fold_shape(shape).split("\r\n")
+    if "".join(lines) != shape:
+        return Header(value, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+    folded, start = [], 0
+    for line in lines:
+        folded.append(value[start : start + len(line)])
+        start += len(line)
+    return "\r\n".join(folded)
+
+
+@functools.lru_cache(maxsize=64)
+def _fold_shape(shape: str) -> str:
+    return Header(shape, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
 
 
 def _mime_body(text: str, html: str) -> tuple[str, bytes]:
@@ -230,7 +269,7 @@ class _Document:
         if current:
             lines.append((current, personal))
         # Runs of lines: fixed ones become (text, encoded); personal ones stay parts.
-        self.pieces: list[tuple[str, bytes] | tuple[list[str], bool]] = []
+        self.pieces: list[tuple[str, tuple[bytes, bytes]] | tuple[list[str], bool]] = []
         index = 0
         while index < len(lines):
             kind = lines[index][1]
@@ -247,23 +286,28 @@ class _Document:
                 text = "".join(run)
                 if rewrap:
                     text = rewrap_long_lines(text)
-                self.pieces.append((text, _quoted_printable_lines(text, final)))
+                encoded = _quoted_printable_lines(text, final)
+                self.pieces.append((text, (encoded, _dot_stuffed(encoded))))
 
-    def fill(self, values: dict[str, str]) -> tuple[str, list[bytes]]:
-        """This reader's document and its quoted-printable pieces."""
+    def fill(self, values: dict[str, str]) -> tuple[str, list[bytes], list[bytes]]:
+        """This reader's document, its quoted-printable pieces and those dot-stuffed."""
         texts: list[str] = []
         encoded: list[bytes] = []
+        stuffed: list[bytes] = []
         for piece, second in self.pieces:
-            if isinstance(second, bytes):
+            if isinstance(second, tuple):
                 texts.append(piece)
-                encoded.append(second)
+                encoded.append(second[0])
+                stuffed.append(second[1])
                 continue
             text = "".join(self.escape(part, values[part]) if part in values else part for part in piece)
             if self.rewrap:
                 text = rewrap_long_lines(text)
             texts.append(text)
-            encoded.append(_quoted_printable_lines(text, second))
-        return "".join(texts), encoded
+            lines = _quoted_printable_lines(text, second)
+            encoded.append(lines)
+            stuffed.append(_dot_stuffed(lines))
+        return "".join(texts), encoded, stuffed
 
 
 class BodyTemplate:
@@ -283,13 +327,14 @@ class BodyTemplate:
         self.boundary = _boundary()
         self.separators = _part_separators(self.boundary)
 
-    def fill(self, values: dict[str, str]) -> tuple[str, str, tuple[str, bytes]]:
-        """(html, text, (boundary, body)) for one reader's slot values."""
-        html, html_encoded = self.html.fill(values)
-        text, text_encoded = self.text.fill(values)
-        head, middle, tail = self.separators
+    def fill(self, values: dict[str, str]) -> tuple[str, str, tuple[str, bytes, bytes]]:
+        """(html, text, (boundary, body, body dot-stuffed)) for one reader's slot values."""
+        html, html_encoded, html_stuffed = self.html.fill(values)
+        text, text_encoded, text_stuffed = self.text.fill(values)
+        head, middle, tail = self.separators  # no line of theirs starts with "."
         body = b"".join((head, *text_encoded, middle, *html_encoded, tail))
-        return html, text, (self.boundary, body)
+        stuffed = b"".join((head, *text_stuffed, middle, *html_stuffed, tail))
+        return html, text, (self.boundary, body, stuffed)
 
 
 class MessageBuilder:
@@ -338,7 +383,7 @@ class MessageBuilder:
         campaign_id: int | None = None,
         delivery_id: int | None = None,
         slot_values: dict[str, str] | None = None,
-        body: tuple[str, bytes] | None = None,
+        body: tuple[str, bytes, bytes] | None = None,
     ) -> Message:
         unsubscribe_url = fields["unsubscribe_url"]
         token = unsubscribe_url.rsplit("/", 1)[-1]

@@ -58,6 +58,11 @@ def test_message_bytes_identical_to_before_optimisation(pinned, who):
     assert second == first
 
 
+def assert_same(filled, html, text):
+    boundary, body = message_module._mime_body(text, html)
+    assert filled == (html, text, (boundary, body, message_module._dot_stuffed(body)))
+
+
 NASTY = [
     "",
     "Ana López",
@@ -81,7 +86,7 @@ def test_body_template_equals_encoding_the_whole_document(monkeypatch, path):
     for index, value in enumerate(NASTY):
         values = {marker: value if n % 2 == index % 2 else value[::-1] for n, marker in enumerate(rendered.slots)}
         html, text = rendered.fill(values)
-        assert template.fill(values) == (html, text, message_module._mime_body(text, html))
+        assert_same(template.fill(values), html, text)
 
 
 def test_body_template_without_final_newline(monkeypatch):
@@ -104,7 +109,7 @@ def test_body_template_without_final_newline(monkeypatch):
     template = message_module.BodyTemplate(rendered)
     for value in ("", "Hi Ana,", "x" * 200 + " ", "."):
         html, text = rendered.fill({marker: value})
-        assert template.fill({marker: value}) == (html, text, message_module._mime_body(text, html))
+        assert_same(template.fill({marker: value}), html, text)
 
 
 def test_link_tokens_equal_itsdangerous_own():
@@ -148,3 +153,35 @@ def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch):
         assert len(server.handler.messages) == 12
     assert "sent 12," in result.stdout
     assert len(calls) == 1
+
+
+def test_smtp_form_is_the_message_dot_stuffed(pinned):
+    """What DATA carries: every line starting with "." doubled (RFC 5321 4.5.2), then ".".
+
+    The dot-stuffing now happens per piece (the shared ones once per issue); it must equal
+    the plain regex over the whole message that the SMTP adapter used to run."""
+    import re
+
+    settings = load_settings(environ=ENV)
+    rendered = Renderer(settings).render(load_issue(SAMPLE_ISSUE))
+    composer = Composer(settings)
+    dotty = Recipient(3, "dot@example.com", ".Dot", {"city": ".\n.x"})
+    for reader in (*READERS.values(), dotty):
+        message = composer.compose(rendered, reader, 7, 11)
+        assert message.as_wire() == re.sub(rb"(?m)^\.", b"..", message.as_bytes()) + b".\r\n"
+    for sample in (b".a\r\n.b\r\n..c\r\nd.\r\n", b"a\r\n", b".", b""):
+        assert message_module._dot_stuffed(sample) == re.sub(rb"(?m)^\.", b"..", sample)
+
+
+def test_ascii_folding_by_shape_equals_email_header():
+    """The per-shape fold cache gives exactly email.header's folding, for random values."""
+    import random
+    from email.header import Header
+
+    rng = random.Random(12)
+    alphabet = "abcXYZ0189-_.:/?=%<>@" * 3 + ",;  \t"
+    for _ in range(3000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(60, 260)))
+        value = " ".join(value.split())
+        expected = Header(value, "us-ascii", maxlinelen=message_module.FOLD_AT).encode(linesep="\r\n")
+        assert message_module._fold_ascii(value) == expected, value
