@@ -79,7 +79,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate", 0.0, float, "Messages per second cap (0 = unlimited)"),
     Option("max_attempts", 5, int, "Attempts per message before a transient failure becomes final"),
     Option("retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"),
-    Option("batch_size", 50, int, "Deliveries claimed per batch"),
+    Option("batch_size", 200, int, "Deliveries claimed per batch (one claim query per batch)"),
     Option(
         "pause_after_failures",
         10,
