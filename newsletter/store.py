@@ -579,7 +579,7 @@ class CampaignStore:
             update(Campaign).where(Campaign.id == delivery.campaign_id).values(late_results=Campaign.late_results + 1)
         )
         log.warning(
-            "campaign %s delivery %s: a %s answer arrived after this worker lost its claim "
+            "campaign %s delivery %s: an answer (%s) arrived after this worker lost its claim "
             "(delivery now %s); counted as a late result",
             delivery.campaign_id,
             delivery.id,
