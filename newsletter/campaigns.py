@@ -100,6 +100,38 @@ class OutageWatch:
             )
 
 
+class ClaimKeeper:
+    """Renews a batch's claims on a helper thread while the batch is in flight (one answer
+    may take up to smtp_data_timeout, longer than a lease), so no other worker takes a
+    message this one may still be handing over. A renewal that finds any claim gone marks
+    the batch lost: it stops before its next message."""
+
+    def __init__(self, store: CampaignStore, worker: str, pending: set[int], every: float):
+        self.store = store
+        self.worker = worker
+        self.pending = pending
+        self.every = every
+        self.lock = threading.RLock()  # held while `pending` and the rows it names change
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="claim-renewal", daemon=True)
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.every):
+            with self.lock:
+                if self.pending and self.store.renew(sorted(self.pending), self.worker) < len(self.pending):
+                    self.lost.set()
+                    return
+
+
 class Sender:
     """Sends one campaign's queued deliveries until none is left, or it is told to stop."""
 
@@ -195,40 +227,37 @@ class Sender:
         deliveries this sender still holds and has no answer for; whatever is left in it
         at the end (a stop, a lost claim, an error) goes back to the queue."""
         pending = {row.delivery_id for row in claimed}
-        messages = self._checked(self._compose_ahead(rendered, campaign_id, claimed, pending), pending)
-        results = self.adapter.send(messages)
-        try:
-            for result in results:
-                if not self.store.record(
-                    result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
-                ):
-                    self.late += 1
-                pending.discard(result.message.delivery_id)
-                yield result
-        finally:
-            results.close()
-            self.store.release(sorted(pending), self.worker)
+        with ClaimKeeper(self.store, self.worker, pending, self.settings.claim_lease / 3) as keeper:
+            composed = self._compose_ahead(rendered, campaign_id, claimed, keeper)
+            results = self.adapter.send(self._checked(composed, keeper))
+            try:
+                for result in results:
+                    with keeper.lock:
+                        recorded = self.store.record(
+                            result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
+                        )
+                        pending.discard(result.message.delivery_id)
+                    self.late += not recorded
+                    yield result
+            finally:
+                results.close()
+                with keeper.lock:
+                    self.store.release(sorted(pending), self.worker)
 
-    def _checked(self, messages: Iterator[Message], pending: set[int]) -> Iterator[Message]:
+    def _checked(self, messages: Iterator[Message], keeper: ClaimKeeper) -> Iterator[Message]:
         """Hand each message to the adapter only after checking, right then, that the
-        reader is still subscribed, the campaign still running and the claim still ours
-        (renewing it as the batch goes). A claim found gone stops the batch at once."""
-        renew_every = self.settings.claim_lease / 3
-        renewed = time.monotonic()
+        reader is still subscribed, the campaign still running and the claim still ours.
+        A claim found gone (here, or by the renewal thread) stops the batch at once."""
         for message in messages:
             if self.stop_requested:
                 return
-            if time.monotonic() - renewed > renew_every:
-                if self.store.renew(sorted(pending), self.worker) < len(pending):
-                    self._lost_claim(message)
-                    return
-                renewed = time.monotonic()
-            verdict = self.store.check_before_send(message.delivery_id, self.worker)
+            verdict = LOST if keeper.lost.is_set() else self.store.check_before_send(message.delivery_id, self.worker)
             if verdict == SEND:
                 yield message
             elif verdict == LEFT:
-                self.store.skip_left(message.delivery_id, self.worker)
-                pending.discard(message.delivery_id)
+                with keeper.lock:
+                    self.store.skip_left(message.delivery_id, self.worker)
+                    keeper.pending.discard(message.delivery_id)
             elif verdict == LOST:
                 self._lost_claim(message)
                 return
@@ -244,7 +273,7 @@ class Sender:
         )
 
     def _compose_ahead(
-        self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], pending: set[int]
+        self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], keeper: ClaimKeeper
     ) -> Iterator[Message]:
         """Messages in order, built (MIME bytes included) on a helper thread while the
         adapter waits for the server's replies. Whatever goes wrong building one reader's
@@ -265,10 +294,11 @@ class Sender:
             for row, built in zip(claimed, helper.map(build, claimed), strict=True):
                 if isinstance(built, str):
                     failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
-                    self.store.record(
-                        permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
-                    )
-                    pending.discard(row.delivery_id)
+                    with keeper.lock:
+                        self.store.record(
+                            permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
+                        )
+                        keeper.pending.discard(row.delivery_id)
                     continue
                 yield built
 

@@ -174,7 +174,6 @@ class CampaignStore:
                 rate=rate,
                 scheduled_at=scheduled_at,
                 repeat=repeat,
-                running_since=None if scheduled_at else utcnow(),
             )
             session.add(campaign)
             session.flush()

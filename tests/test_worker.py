@@ -340,3 +340,24 @@ def test_ten_sigkills_with_injected_faults_lose_nobody(pg_url, workdir):
         statuses = set(session.scalars(select(Subscriber.status).where(Subscriber.email_key.in_(sorted(hard_bounces)))))
     db.dispose()
     assert statuses == {"bounced"}
+
+
+@pytest.mark.slow
+def test_a_reply_slower_than_the_lease_keeps_the_claim(pg_url, workdir):
+    """One answer takes longer than claim_lease (smtp_data_timeout allows 10 minutes): the
+    sender keeps renewing, so the other worker never takes that message over."""
+    from .smtp_server import Script
+
+    addresses = import_people(pg_url, 60, workdir)
+    slow = addresses[3]
+    with SMTPServer(Script(data={slow: ["STORE_THEN_HANG"]})) as server:
+        server.handler.hang_seconds = 8  # past the 5 s lease
+        queue(pg_url)
+        env = worker_env(pg_url, server.url, NEWSLETTER_CLAIM_LEASE="5", NEWSLETTER_SMTP_DATA_TIMEOUT="30")
+        workers = start_workers(env, 2, "--exit-when-idle")
+        for process in workers:
+            process.wait(timeout=120)
+        received = server.handler.received_by()
+    assert received == {address: 1 for address in addresses}
+    summary = campaign_summary(pg_url)
+    assert summary.counts["sent"] == 60 and summary.campaign.late_results == 0
