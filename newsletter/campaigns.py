@@ -111,6 +111,38 @@ class OutageWatch:
             )
 
 
+class ClaimKeeper:
+    """Renews a batch's claims on a helper thread while the batch is in flight (one answer
+    may take up to smtp_data_timeout, longer than a lease), so no other worker takes a
+    message this one may still be handing over. A renewal that finds any claim gone marks
+    the batch lost: it stops before its next message."""
+
+    def __init__(self, store: CampaignStore, worker: str, pending: set[int], every: float):
+        self.store = store
+        self.worker = worker
+        self.pending = pending
+        self.every = every
+        self.lock = threading.RLock()  # held while `pending` and the rows it names change
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="claim-renewal", daemon=True)
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.every):
+            with self.lock:
+                if self.pending and self.store.renew(sorted(self.pending), self.worker) < len(self.pending):
+                    self.lost.set()
+                    return
+
+
 class Sender:
     """Sends one campaign's queued deliveries until none is left, or it is told to stop."""
 
@@ -132,9 +164,6 @@ class Sender:
         self.late = 0  # answers this sender learned after losing the claim
         self._recorder: Recorder | None = None
         self._prefetched: tuple[int, str] | None = None  # (delivery, its check) from the last record
-        # Guards `pending` and `late`: with a pool, each connection's thread records its own
-        # results, and a renewal must not count a delivery recorded meanwhile as lost.
-        self._lock = threading.Lock()
         self.claims_lost = 0  # batches stopped because their claim had passed to another worker
 
     @property
@@ -217,59 +246,50 @@ class Sender:
         order = [row.delivery_id for row in claimed]
         position = {delivery_id: index for index, delivery_id in enumerate(order)}
         self._prefetched = None
+        with ClaimKeeper(self.store, self.worker, pending, self.settings.claim_lease / 3) as keeper:
 
-        def record(result: Result) -> None:
-            """Runs in the thread that sent the message, before its connection takes the
-            next one. One connection: the next message's check rides in the same commit."""
-            delivery_id = result.message.delivery_id
-            with self._lock:
-                if result.accepted and delivery_id is not None:
-                    following = None if self.adapter.parallel else _next_pending(order, position, pending, delivery_id)
-                    marked, verdict = self._recorder.mark_sent(delivery_id, result.provider_id, following)
-                    if marked and verdict is not None:
-                        self._prefetched = (following, verdict)
-                else:
+            def record(result: Result) -> None:
+                """Runs in the thread that sent the message, before its connection takes the
+                next one. One connection: the next message's check rides in the same commit."""
+                delivery_id = result.message.delivery_id
+                with keeper.lock:
                     marked = False
-                if not marked and not self.store.record(
-                    result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
-                ):
-                    self.late += 1
-                pending.discard(delivery_id)
+                    if result.accepted and delivery_id is not None:
+                        following = (
+                            None if self.adapter.parallel else _next_pending(order, position, pending, delivery_id)
+                        )
+                        marked, verdict = self._recorder.mark_sent(delivery_id, result.provider_id, following)
+                        if marked and verdict is not None:
+                            self._prefetched = (following, verdict)
+                    if not marked and not self.store.record(
+                        result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
+                    ):
+                        self.late += 1
+                    pending.discard(delivery_id)
 
-        messages = self._checked(self._compose_ahead(rendered, campaign_id, claimed, pending), pending)
-        results = self.adapter.send(messages, record=record)
-        try:
-            yield from results
-        finally:
-            results.close()
-            with self._lock:
-                left = sorted(pending)
-            self.store.release(left, self.worker)
+            composed = self._compose_ahead(rendered, campaign_id, claimed, keeper)
+            results = self.adapter.send(self._checked(composed, keeper), record=record)
+            try:
+                yield from results
+            finally:
+                results.close()
+                with keeper.lock:
+                    self.store.release(sorted(pending), self.worker)
 
-    def _checked(self, messages: Iterator[Message], pending: set[int]) -> Iterator[Message]:
+    def _checked(self, messages: Iterator[Message], keeper: ClaimKeeper) -> Iterator[Message]:
         """Hand each message to the adapter only after checking, right then, that the
-        reader is still subscribed, the campaign still running and the claim still ours
-        (renewing it as the batch goes). A claim found gone stops the batch at once."""
-        renew_every = self.settings.claim_lease / 3
-        renewed = time.monotonic()
+        reader is still subscribed, the campaign still running and the claim still ours.
+        A claim found gone (here, or by the renewal thread) stops the batch at once."""
         for message in messages:
             if self.stop_requested:
                 return
-            if time.monotonic() - renewed > renew_every:
-                with self._lock:
-                    held = sorted(pending)
-                    lost = self.store.renew(held, self.worker) < len(held)
-                if lost:
-                    self._lost_claim(message)
-                    return
-                renewed = time.monotonic()
-            verdict = self._verdict(message.delivery_id)
+            verdict = LOST if keeper.lost.is_set() else self._verdict(message.delivery_id)
             if verdict == SEND:
                 yield message
             elif verdict == LEFT:
-                self.store.skip_left(message.delivery_id, self.worker)
-                with self._lock:
-                    pending.discard(message.delivery_id)
+                with keeper.lock:
+                    self.store.skip_left(message.delivery_id, self.worker)
+                    keeper.pending.discard(message.delivery_id)
             elif verdict == LOST:
                 self._lost_claim(message)
                 return
@@ -292,7 +312,7 @@ class Sender:
         )
 
     def _compose_ahead(
-        self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], pending: set[int]
+        self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], keeper: ClaimKeeper
     ) -> Iterator[Message]:
         """Messages in order, built (MIME bytes included) on a helper thread while the
         adapter waits for the server's replies. Whatever goes wrong building one reader's
@@ -313,11 +333,11 @@ class Sender:
             for row, built in zip(claimed, helper.map(build, claimed), strict=True):
                 if isinstance(built, str):
                     failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
-                    with self._lock:
+                    with keeper.lock:
                         self.store.record(
                             permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
                         )
-                        pending.discard(row.delivery_id)
+                        keeper.pending.discard(row.delivery_id)
                     continue
                 yield built
 

@@ -176,7 +176,6 @@ class CampaignStore:
                 rate=rate,
                 scheduled_at=scheduled_at,
                 repeat=repeat,
-                running_since=None if scheduled_at else utcnow(),
             )
             session.add(campaign)
             session.flush()
@@ -575,7 +574,7 @@ class CampaignStore:
             update(Campaign).where(Campaign.id == delivery.campaign_id).values(late_results=Campaign.late_results + 1)
         )
         log.warning(
-            "campaign %s delivery %s: a %s answer arrived after this worker lost its claim "
+            "campaign %s delivery %s: an answer (%s) arrived after this worker lost its claim "
             "(delivery now %s); counted as a late result",
             delivery.campaign_id,
             delivery.id,

@@ -93,11 +93,18 @@ class RecordingHandler:
     def store(self, content: bytes) -> None:
         with self.lock:
             self.raw.append(content)
-            self.messages.append(email.message_from_bytes(content, policy=email.policy.default))
+            self.messages.append(parse(content))
 
     def received_by(self) -> Counter:
         with self.lock:
             return Counter(str(message["To"].addresses[0].addr_spec).lower() for message in self.messages)
+
+
+def parse(content: bytes) -> email.message.EmailMessage:
+    """Parse as a receiving system would; UTF-8 headers (RFC 6532, SMTPUTF8) included."""
+    if content.isascii():
+        return email.message_from_bytes(content, policy=email.policy.default)
+    return email.message_from_string(content.decode("utf-8", "surrogateescape"), policy=email.policy.default)
 
 
 def free_port() -> int:
