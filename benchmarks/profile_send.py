@@ -15,14 +15,15 @@ its stack:
 - threads: handing work between threads (queues, futures, locks);
 - start-up: imports, lint, render + CSS inlining once per issue, enqueue.
 
-"CPU" counts samples where the thread was running (it needs the GIL: on 2 cores that is
-what competes); "wall" adds the samples where it was waiting (socket replies, commits).
+Samples are of threads that are not idle: running Python or C code, or waiting for the
+GIL (py-spy cannot tell those two apart), so a stage's seconds are the time it kept a
+thread busy. Waiting in a socket or database call that released the GIL counts as idle,
+except where py-spy's heuristics see the call as active (some sends and reads do show).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -64,34 +65,30 @@ def stage_of(frames: list[str]) -> str:
     return "other"
 
 
-def parse(path: Path) -> tuple[Counter, Counter]:
-    """(CPU samples, all samples) per stage, from py-spy's raw (collapsed) output."""
-    cpu, wall = Counter(), Counter()
+def parse(path: Path) -> Counter:
+    """Busy samples per stage, from py-spy's raw (collapsed) output."""
+    busy: Counter = Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        idle = any(frame.endswith("(idle)") or "idle" == frame for frame in frames[:2])
         in_campaign = any(marker in stack for marker in SENDING) or "compose" in stack or "smtp_" in stack
-        stage = stage_of(frames) if in_campaign else "start-up"
-        wall[stage] += int(count)
-        if not idle:
-            cpu[stage] += int(count)
-    return cpu, wall
+        busy[stage_of(frames) if in_campaign else "start-up"] += int(count)
+    return busy
 
 
-def report(title: str, cpu: Counter, wall: Counter, rate: int) -> None:
+def report(title: str, busy: Counter, rate: int, count: int) -> None:
     print(f"\n{title}\n")
-    print("| stage | CPU s | wall (all threads) s |")
+    print("| stage | busy thread-seconds | per message (us) |")
     print("|---|---:|---:|")
     for stage in ("compose", "serialise", "database", "socket", "threads", "other", "start-up"):
-        print(f"| {stage} | {cpu[stage] / rate:.2f} | {wall[stage] / rate:.2f} |")
-    print(f"| total | {sum(cpu.values()) / rate:.2f} | {sum(wall.values()) / rate:.2f} |")
+        print(f"| {stage} | {busy[stage] / rate:.2f} | {busy[stage] / rate / count * 1e6:.0f} |")
+    total = sum(busy.values())
+    print(f"| total | {total / rate:.2f} | {total / rate / count * 1e6:.0f} |")
 
 
 def profile(command: list[str], env: dict[str, str], cwd: Path, rate: int, out: Path) -> None:
     subprocess.run(
-        ["py-spy", "record", "--idle", "--threads", "--format", "raw", "--rate", str(rate), "-o", str(out), "--"]
-        + command,
+        ["py-spy", "record", "--threads", "--format", "raw", "--rate", str(rate), "-o", str(out), "--"] + command,
         env=env,
         cwd=cwd,
         check=True,
@@ -139,9 +136,7 @@ def main() -> None:
             sink.wait()
         if args.keep:
             shutil.copy(out, args.keep)
-        cpu, wall = parse(out)
-        report(title, cpu, wall, args.rate)
-    os.environ.pop("PYSPY", None)
+        report(title, parse(out), args.rate, args.recipients)
 
 
 if __name__ == "__main__":
