@@ -752,6 +752,12 @@ class Recorder:
             opened, self._opened = self._opened, []
         for connection in opened:
             try:
+                if self.db.dialect == "postgresql" and not self.synchronous_commit:
+                    connection.rollback()
+                    cursor = connection.cursor()
+                    cursor.execute("RESET synchronous_commit")  # only the recorder's commits skip the wait
+                    cursor.close()
+                    connection.commit()
                 connection.close()  # back to the engine's pool
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
