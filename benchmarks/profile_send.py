@@ -120,7 +120,8 @@ def main() -> None:
                     env = smtp_env(port, url)
                     newsletter(["init"], env, workdir)
                     newsletter(["subscribers", "import", "people.csv"], env, workdir)
-                    newsletter(["send", str(ISSUE), "--yes", "--queue"], env, workdir)
+                    seeded_sqlite(args.recipients, workdir)  # copies and signs off the issue
+                    newsletter(["send", str(workdir / ISSUE.name), "--yes", "--queue"], env, workdir)
                     command = [sys.executable, "-m", "newsletter", "worker", "--exit-when-idle"]
                     profile(command, env, workdir, args.rate, out)
                 finally:
@@ -129,7 +130,8 @@ def main() -> None:
             else:
                 database = seeded_sqlite(args.recipients, workdir)
                 env = smtp_env(port, f"sqlite:///{database}", smtp_pool=args.pool)
-                profile([sys.executable, "-m", "newsletter", "send", str(ISSUE), "--yes"], env, workdir, args.rate, out)
+                issue = str(workdir / ISSUE.name)
+                profile([sys.executable, "-m", "newsletter", "send", issue, "--yes"], env, workdir, args.rate, out)
                 title = f"`newsletter send`, smtp_pool = {args.pool}, {args.recipients:,} recipients, smtp-sink"
         finally:
             sink.kill()
