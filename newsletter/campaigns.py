@@ -27,8 +27,10 @@ from datetime import datetime
 from pathlib import Path
 
 from .addresses import redact_addresses
+from .chromium import chromium_available
 from .config import Settings
 from .content import Issue, load_issue
+from .contrast import check_issue_contrast
 from .delivery import PERMANENT, TRANSIENT, UNKNOWN, Adapter, Result, make_adapter
 from .delivery.base import permanent
 from .errors import ContentError, DataError, DeliveryError, NewsletterError
@@ -36,6 +38,7 @@ from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
 from .render import Recipient, RenderedIssue, Renderer
+from .review import require_sign_off
 from .store import LEFT, LOST, SEND, CampaignStore, Claimed, Summary, worker_id
 from .tokens import Tokens
 
@@ -345,6 +348,8 @@ class Campaigns:
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
         findings = Linter(self.settings).lint(issue_path)
+        if not force and chromium_available():  # `lint --contrast`, wherever a browser can measure it
+            findings += check_issue_contrast(self.settings, issue_path)
         errors = [finding for finding in findings if finding.severity == "error"]
         if errors and not force:
             raise DataError(
@@ -424,6 +429,7 @@ class Campaigns:
         adapter = adapter or self.settings.adapter
         if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
             self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+        require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
         campaign, count = self.store.create(
             rendered, segment or [], adapter, self.settings.rate if rate is None else rate, scheduled_at, repeat
         )

@@ -115,6 +115,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("sendgrid_webhook_public_key", "", str, "SendGrid event webhook verification key (base64)", secret=True),
     Option("mailgun_webhook_signing_key", "", str, "Mailgun webhook signing key", secret=True),
+    Option(
+        "claims",
+        "",
+        str,
+        "Comma-separated extra phrases that promise results, reported by lint like the bundled list",
+    ),
+    Option("reading_grade", 8.0, float, "Flesch-Kincaid grade above which lint warns about a block"),
 )
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -162,6 +169,8 @@ class Settings:
     postmark_webhook_auth: str
     sendgrid_webhook_public_key: str
     mailgun_webhook_signing_key: str
+    claims: str
+    reading_grade: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def require(self, *names: str, why: str) -> None:
@@ -184,6 +193,10 @@ class Settings:
         from email.utils import parseaddr
 
         return parseaddr(self.from_address)[1].rpartition("@")[2] or "localhost"
+
+    @property
+    def claim_list(self) -> list[str]:
+        return [phrase.strip() for phrase in self.claims.split(",") if phrase.strip()]
 
     @property
     def topic_list(self) -> list[str]:
@@ -254,6 +267,8 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
     for name in ("smtp_timeout", "smtp_data_timeout", "http_timeout"):
         if values[name] <= 0:
             raise ConfigError(f"setting '{name}' ({where(name)}) must be more than 0 seconds")
+    if not 1 <= values["reading_grade"] <= 20:
+        raise ConfigError(f"setting 'reading_grade' ({where('reading_grade')}) must be a school grade from 1 to 20")
     if values["rate"] < 0:
         raise ConfigError(f"setting 'rate' ({where('rate')}) must not be negative")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import Settings
 from .content import load_issue
 from .errors import ContentError
+from .proofs import PREVIEW_LINK, proof_sheet_html
 from .render import Recipient, Renderer
 from .tokens import Tokens
 
@@ -80,7 +81,9 @@ class PreviewServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 html, text, version = server.pages()
                 if self.path == "/":
-                    body, kind = html.replace("</body>", RELOAD_SCRIPT + "</body>"), "text/html"
+                    body, kind = html.replace("</body>", PREVIEW_LINK + RELOAD_SCRIPT + "</body>"), "text/html"
+                elif self.path == "/proofs":  # drawn on request by headless Chromium: a few seconds
+                    body, kind = proof_sheet_html(server.settings, server.issue_path, server.recipient), "text/html"
                 elif self.path == "/text":
                     body, kind = text, "text/plain"
                 elif self.path == "/__version":

@@ -116,9 +116,11 @@ class RenderedIssue:
     text_parts: list[str]
     slots: dict[str, Slot]
     attribute_slots: frozenset[str]  # markers that sit inside an HTML tag (attribute values)
+    review: dict[str, str] | None = None  # the clinical sign-off the issue carried (content.Issue.review)
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
+            "review": self.review,
             "slug": self.slug,
             "subject": self.subject,
             "preheader": self.preheader,
@@ -141,6 +143,7 @@ class RenderedIssue:
             data["text_parts"],
             slots,
             frozenset(data["attribute_slots"]),
+            data.get("review"),
         )
 
     @cached_property
@@ -151,8 +154,11 @@ class RenderedIssue:
             if slot.kind == "expression"
         }
 
-    def values_for(self, recipient: Recipient, fields: dict[str, str]) -> dict[str, str]:
-        """The value of every slot for one recipient (unescaped)."""
+    def values_for(
+        self, recipient: Recipient, fields: dict[str, str], errors: dict[str, ContentError] | None = None
+    ) -> dict[str, str]:
+        """The value of every slot for one recipient (unescaped). With an `errors` dict, an
+        expression that fails is recorded there (by marker) and left blank instead of raising."""
         values: dict[str, str] = {}
         context = {"subscriber": recipient.context()}
         for marker, slot in self.slots.items():
@@ -163,7 +169,11 @@ class RenderedIssue:
                 result = self._expressions[marker](**context)
                 values[marker] = "" if result is None else str(result)
             except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
-                raise ContentError(f"{self.slug}.md:{slot.line}: {exc}") from None
+                error = ContentError(f"{self.slug}.md:{slot.line}: {exc}")
+                if errors is None:
+                    raise error from None
+                errors[marker] = error
+                values[marker] = ""
         return values
 
     def personalise(self, recipient: Recipient, fields: dict[str, str]) -> tuple[str, str]:
@@ -308,6 +318,7 @@ class Renderer:
             text_parts=split_on_markers(text, markers),
             slots=dict(issue.slots),
             attribute_slots=markers_inside_tags(html, markers),
+            review=issue.review,
         )
 
     def render_reference(

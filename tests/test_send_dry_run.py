@@ -60,7 +60,8 @@ def test_unknown_segment_tag_lists_the_tags_in_use(cli, send_env):
 
 def test_test_to_says_where_each_proof_went(cli, send_env, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_ADAPTER", "outbox")
-    result = cli("send", str(SAMPLE_ISSUE), "--test-to", "staff@calmharbor.example", "--test-to", "dr@calmharbor.example")
+    staff = ("--test-to", "staff@calmharbor.example", "--test-to", "dr@calmharbor.example")
+    result = cli("send", str(SAMPLE_ISSUE), *staff)
     lines = [line for line in result.stdout.splitlines() if line.startswith("Proof for")]
     assert len(lines) == 2
     for line in lines:

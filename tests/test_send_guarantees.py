@@ -145,6 +145,7 @@ def test_long_subject_is_folded_and_decodes_intact(cli, send_env, monkeypatch, t
         issue = write_issue(tmp_path, "Hello.\n", front=f'subject: "{title}"\npreheader: "p"\n', name=name)
         lint = cli("lint", str(issue), expect=1)
         assert "shorten it to at most 150" in lint.stdout + lint.stderr
+        cli("issues", "approve", str(issue), "--by", "Dr. Test")  # a real send needs the sign-off
     add_subscribers(cli.database_url, ["a@example.com"])
     with SMTPServer() as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)

@@ -6,7 +6,7 @@ import click
 
 from .. import __version__
 from ..config import CONFIG_FILE
-from . import campaigns, issues, setup, subscribers, web, worker
+from . import campaigns, issues, proofs, setup, subscribers, web, worker
 from .app import App, NewsletterGroup
 
 
@@ -33,6 +33,7 @@ for command in (
     issues.render,
     issues.preview,
     issues.lint,
+    proofs.proofs,
     campaigns.send,
     campaigns.campaigns,
     web.serve,

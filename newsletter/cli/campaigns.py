@@ -311,8 +311,12 @@ def campaigns_list(app: App) -> None:
 @click.argument("campaign_id", type=int)
 @pass_app
 def campaigns_show(app: App, campaign_id: int) -> None:
-    """Counts per status, sending time, rate, failures and unknown outcomes grouped by reason."""
-    print_summary(campaigns_service(app).store.summary(campaign_id))
+    """Counts per status, sending time, rate, failures and unknowns by reason, and the clinical sign-off."""
+    from ..review import describe
+
+    summary = campaigns_service(app).store.summary(campaign_id)
+    print_summary(summary)
+    click.echo(f"  {describe(summary.campaign.snapshot)}")
 
 
 @campaigns.command("resume")

@@ -19,9 +19,10 @@ def issues() -> None:
 @issues.command("list")
 @pass_app
 def issues_list(app: App) -> None:
-    """List the issues in issues_dir with their subject and date."""
+    """List the issues in issues_dir with their date, sign-off state and subject."""
     from ..content import load_issue
     from ..errors import ContentError
+    from ..review import sign_off_state
 
     directory = Path(app.settings.issues_dir)
     paths = sorted(directory.glob("*.md")) if directory.is_dir() else []
@@ -31,7 +32,7 @@ def issues_list(app: App) -> None:
     for path in paths:
         try:
             issue = load_issue(path)
-            click.echo(f"{issue.slug:<40} {issue.date:<11} {issue.subject}")
+            click.echo(f"{issue.slug:<40} {issue.date:<11} {sign_off_state(issue):<10} {issue.subject}")
         except ContentError as exc:
             click.echo(f"{path.stem:<40} {'':<11} (cannot read: {exc})")
 
@@ -51,6 +52,20 @@ def issues_new(app: App, slug: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text((app.settings.templates_path / "issue-scaffold.md").read_text(encoding="utf-8"), encoding="utf-8")
     click.echo(f"Created {target}. Edit it, then: newsletter lint {slug}")
+
+
+@issues.command("approve")
+@click.argument("issue")
+@click.option("--by", "by", required=True, metavar="NAME", help="The reviewing clinician's name.")
+@pass_app
+def issues_approve(app: App, issue: str, by: str) -> None:
+    """Record a clinician's sign-off of this version of the issue (needed for a real send)."""
+    from ..review import approve
+
+    path = resolve_issue(app, issue)
+    review = approve(path, by)
+    click.echo(f"Approved {path} by {review['by']} on {review['on']} (version {review['hash'][:12]}).")
+    click.echo("Any later edit needs a new approval before a real send.")
 
 
 @click.command()
@@ -109,7 +124,10 @@ def preview(app: App, issue: str, email: str | None, serve: bool, port: int, no_
     recipient = recipient_for(app, email)
     if serve:
         server = PreviewServer(app.settings, path, recipient, port)
-        click.echo(f"Serving {path} at {server.url} (text at {server.url}text); Ctrl-C to stop.")
+        click.echo(
+            f"Serving {path} at {server.url} (text at {server.url}text, proof sheet at {server.url}proofs); "
+            "Ctrl-C to stop."
+        )
         if not no_browser:
             webbrowser.open(server.url)
         server.serve_forever()
@@ -124,12 +142,17 @@ def preview(app: App, issue: str, email: str | None, serve: bool, port: int, no_
 @click.argument("issue")
 @click.option("--check-links", is_flag=True, help="Also request every link (with a timeout).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per link for --check-links.")
+@click.option("--contrast", is_flag=True, help="Also measure text contrast in light and dark mode (needs Chromium).")
 @pass_app
-def lint(app: App, issue: str, check_links: bool, timeout: float) -> None:
+def lint(app: App, issue: str, check_links: bool, timeout: float, contrast: bool) -> None:
     """Check an issue: subject, images, links, footer, disclaimers, crisis resources."""
     from ..lint import Linter
 
     findings = Linter(app.settings, check_links=check_links, link_timeout=timeout).lint(resolve_issue(app, issue))
+    if contrast:
+        from ..contrast import check_issue_contrast
+
+        findings += check_issue_contrast(app.settings, resolve_issue(app, issue))
     for finding in findings:
         click.echo(str(finding))
     errors = sum(f.severity == "error" for f in findings)
