@@ -32,6 +32,10 @@ def test_dry_run_lists_the_first_twenty_and_writes_all(cli, send_env, monkeypatc
     assert [row["email"] for row in rows] == addresses
     assert rows[0]["name"] == "Reader reader00" and rows[0]["tags"] == "monthly patients"
     assert "No campaigns yet" in cli("campaigns", "list").stdout
+    cli("send", str(SAMPLE_ISSUE), "--yes", "--queue")
+    open_ = cli("send", str(SAMPLE_ISSUE), "--dry-run").stdout
+    assert "campaign 1 of this issue is running with 25 deliveries queued; sending would resume it" in open_
+    assert not (tmp_path / "work" / "outbox").exists()
 
 
 def test_dry_run_checks_the_adapter_settings(cli, send_env, monkeypatch):

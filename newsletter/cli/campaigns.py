@@ -194,7 +194,13 @@ def send(
         send_proofs(app, service, path, test_to, force)
         return
     plan = service.plan_send(path, segments, again=again, force=force)
-    if plan.resume is not None:
+    if plan.resume is not None and dry_run:
+        queued = service.store.summary(plan.resume.id).counts["queued"]
+        click.echo(
+            f"Dry run: campaign {plan.resume.id} of this issue is {plan.resume.status} with {queued} deliveries "
+            f"queued; sending would resume it. Nothing was sent."
+        )
+    elif plan.resume is not None:
         resume_open_campaign(app, plan, queue_only or at is not None)
     elif dry_run:
         show_dry_run(service, plan, output)
