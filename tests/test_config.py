@@ -68,7 +68,7 @@ def test_init_is_idempotent_and_writes_a_secret(workdir, monkeypatch):
     first = runner.invoke(main, ["init"])
     assert first.exit_code == 0, first.output
     assert "Wrote newsletter.toml" in first.stdout
-    assert f"schema none -> {head_revision()}" in first.stdout  # the newest migration, whatever its id
+    assert f"schema none -> {head_revision()}" in first.stdout
     config_text = (workdir / "newsletter.toml").read_text()
     second = runner.invoke(main, ["init"])
     assert second.exit_code == 0

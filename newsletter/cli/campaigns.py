@@ -317,12 +317,14 @@ def campaigns_list(app: App) -> None:
 @click.argument("campaign_id", type=int)
 @pass_app
 def campaigns_show(app: App, campaign_id: int) -> None:
-    """Counts per status, sending time, rate, failures and unknowns by reason, and the clinical sign-off."""
+    """Counts per status, sending time, failures and unknowns by reason, the clinical sign-off, what came back."""
+    from ..feedback import FeedbackLog, describe_counts
     from ..review import describe
 
     summary = campaigns_service(app).store.summary(campaign_id)
     print_summary(summary)
     click.echo(f"  {describe(summary.campaign.snapshot)}")
+    click.echo(f"Came back: {describe_counts(FeedbackLog(app.db).counts_for_campaign(campaign_id))}")
 
 
 @campaigns.command("resume")
