@@ -454,11 +454,6 @@ class Campaigns:
             )
         return plan
 
-    def open_campaign(self, slug: str, again: bool) -> Campaign | None:
-        """An unfinished campaign of this issue, if any (kept for callers of the old API)."""
-        open_ = self.store.open_campaigns(slug)
-        return open_[-1] if open_ else None
-
     def create(
         self,
         plan: SendPlan | RenderedIssue,

@@ -123,6 +123,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("sendgrid_webhook_public_key", "", str, "SendGrid event webhook verification key (base64)", secret=True),
     Option("mailgun_webhook_signing_key", "", str, "Mailgun webhook signing key", secret=True),
     Option(
+        "bounce_address",
+        "",
+        str,
+        "Envelope sender mailbox; each delivery is sent as bounces+TOKEN@domain (VERP) when set",
+    ),
+    Option(
+        "unsubscribe_address",
+        "",
+        str,
+        "Mailbox of the mailto List-Unsubscribe (default: unsubscribe@ the bounce_address or From domain)",
+    ),
+    Option(
+        "inbox_url",
+        "",
+        str,
+        "Mailbox where bounces, complaints and mailto unsubscribes arrive: imap(s)://, pop3(s)://, maildir:, mbox:",
+        secret=True,
+    ),
+    Option("inbox_folder", "Processed", str, "IMAP folder processed messages are moved to"),
+    Option("inbox_poll", 0.0, float, "Minutes between inbox checks in `worker` and `serve` (0 = off)"),
+    Option("soft_bounce_limit", 3, int, "Temporary failures (4.x.x) in soft_bounce_days that make an address bounced"),
+    Option("soft_bounce_days", 30, int, "Window in days for soft_bounce_limit"),
+    Option("dns_resolver", "", str, "HOST:PORT of the DNS server `doctor` asks (default: the system's)"),
+    Option(
         "claims",
         "",
         str,
@@ -177,6 +201,14 @@ class Settings:
     postmark_webhook_auth: str
     sendgrid_webhook_public_key: str
     mailgun_webhook_signing_key: str
+    bounce_address: str
+    unsubscribe_address: str
+    inbox_url: str
+    inbox_folder: str
+    inbox_poll: float
+    soft_bounce_limit: int
+    soft_bounce_days: int
+    dns_resolver: str
     claims: str
     reading_grade: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -203,6 +235,16 @@ class Settings:
         return parseaddr(self.from_address)[1].rpartition("@")[2] or "localhost"
 
     @property
+    def unsubscribe_mailbox(self) -> str:
+        """Where mailto unsubscribes go: the setting, else unsubscribe@ the bounce (or From) domain."""
+        if self.unsubscribe_address:
+            return self.unsubscribe_address
+        from email.utils import parseaddr
+
+        domain = parseaddr(self.bounce_address)[1].rpartition("@")[2] or self.from_domain
+        return f"unsubscribe@{domain}"
+
+    @property
     def claim_list(self) -> list[str]:
         return [phrase.strip() for phrase in self.claims.split(",") if phrase.strip()]
 
@@ -226,7 +268,7 @@ class Settings:
 
 
 def mask(name: str, value: str) -> str:
-    if name == "smtp_url":
+    if name in ("smtp_url", "inbox_url"):
         parts = urlsplit(value)
         if parts.password:
             return value.replace(f":{parts.password}@", ":****@")
@@ -267,6 +309,30 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(
                 f"setting 'smtp_url' ({where('smtp_url')}) must look like smtp://user:pass@host:587 or smtps://host:465"
             )
+    for name in ("bounce_address", "unsubscribe_address"):
+        local, at, domain = values[name].rpartition("@")
+        if values[name] and (not at or not local or "." not in domain or "+" in local or " " in values[name]):
+            raise ConfigError(
+                f"setting '{name}' ({where(name)}) must be a bare address without '+', e.g. bounces@news.example.org"
+            )
+    if values["inbox_url"]:
+        from .inbox.mailboxes import SCHEMES
+
+        scheme = values["inbox_url"].partition(":")[0].lower()
+        if scheme not in SCHEMES:
+            raise ConfigError(
+                f"setting 'inbox_url' ({where('inbox_url')}) must start with one of "
+                + ", ".join(f"{s}:" for s in SCHEMES)
+            )
+    if values["inbox_poll"] < 0:
+        raise ConfigError(f"setting 'inbox_poll' ({where('inbox_poll')}) must not be negative")
+    for name in ("soft_bounce_limit", "soft_bounce_days"):
+        if values[name] < 1:
+            raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")
+    if values["dns_resolver"]:
+        host, _, port = values["dns_resolver"].rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"setting 'dns_resolver' ({where('dns_resolver')}) must be HOST:PORT, e.g. 127.0.0.1:53")
     if values["claim_lease"] < 5:
         raise ConfigError(f"setting 'claim_lease' ({where('claim_lease')}) must be at least 5 seconds")
     for name in ("smtp_pool", "max_attempts", "batch_size", "pause_after_failures"):

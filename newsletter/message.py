@@ -24,6 +24,7 @@ from .addresses import wire_address
 from .config import Settings
 from .errors import ConfigError
 from .render import Recipient, RenderedIssue, escape_attribute, escape_text, rewrap_long_lines
+from .verp import ReturnPaths
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 DKIM_HEADERS = (
@@ -61,6 +62,8 @@ class Message:
     _bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
+    # MAIL FROM (Return-Path): the per-delivery VERP address when bounce_address is set.
+    envelope_sender: str = ""
     # (boundary, MIME body, the body dot-stuffed for SMTP) from the issue's BodyTemplate:
     # the same bytes _serialise would write, the parts every reader shares encoded once.
     body: tuple[str, bytes, bytes] | None = field(default=None, repr=False, compare=False)
@@ -68,7 +71,7 @@ class Message:
 
     @property
     def envelope_from(self) -> str:
-        return parseaddr(self.from_address)[1]
+        return self.envelope_sender or parseaddr(self.from_address)[1]
 
     @property
     def to_header(self) -> str:
@@ -113,7 +116,7 @@ class Message:
         if self.reply_to:
             lines.append(f"Reply-To: {_header_value(self.reply_to, address=True)}")
         lines += [
-            f"Subject: {_header_value(self.subject)}",
+            f"Subject: {_header_value(self.subject, text=True)}",
             f"Date: {_date()}",
         ]
         lines += [f"{name}: {_header_value(value)}" for name, value in self.headers.items()]
@@ -139,12 +142,12 @@ FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters, MUST be a
 LONGEST_WORD = 900  # an unbroken word this long still fits a 998-octet line after any header name
 
 
-def _header_value(value: str, address: bool = False) -> str:
-    """ASCII header text; CR/LF can never pass, non-ASCII becomes RFC 2047 encoded words,
-    and a long value is folded (every header is the same for a whole campaign but the
-    personal ones, hence the cache)."""
+def _header_value(value: str, address: bool = False, text: bool = False) -> str:
+    """ASCII header text; CR/LF can never pass, non-ASCII becomes RFC 2047 encoded words.
+    Free text (`text`: the subject) is also folded when long; structured values (URLs,
+    ids) are never encoded and stay on their line (they are far below 998 octets)."""
     value = " ".join(value.split())
-    if value.isascii() and len(value) <= FOLD_AT:
+    if value.isascii() and (len(value) <= FOLD_AT or not text):
         return value
     return _folded(value, address)
 
@@ -343,7 +346,7 @@ class MessageBuilder:
         self.domain = settings.from_domain
         organization = settings.organization.replace('"', "'")
         self.list_id = settings.list_id or f'"{organization}" <newsletter.{self.domain}>'
-        self.unsubscribe_mailbox = parseaddr(settings.from_address)[1]
+        self.return_paths = ReturnPaths(settings)
         self.dkim = self._load_dkim()
         self._template: tuple[RenderedIssue, BodyTemplate] | None = None
         self._id_key = (settings.secret_key or "newsletter").encode()
@@ -391,8 +394,8 @@ class MessageBuilder:
         headers = {
             "Message-ID": message_id,
             "List-Id": self.list_id,
-            "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{self.unsubscribe_mailbox}"
-            f"?subject=unsubscribe%20{token}>",
+            "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{self.return_paths.unsubscribe_address(token)}"
+            "?subject=unsubscribe>",
             "List-Unsubscribe-Post": ONE_CLICK,
         }
         if campaign_id is not None:
@@ -413,6 +416,7 @@ class MessageBuilder:
             rendered=rendered if slot_values is not None else None,
             slot_values=slot_values,
             body=body,
+            envelope_sender=self.return_paths.envelope_sender(delivery_id),
         )
 
 
@@ -429,4 +433,5 @@ def transactional(settings: Settings, to_email: str, to_name: str, subject: str,
         text=text,
         message_id=message_id,
         headers={"Message-ID": message_id, "Auto-Submitted": "auto-generated"},
+        envelope_sender=ReturnPaths(settings).envelope_sender(None),
     )

@@ -162,7 +162,17 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    provider_id: Mapped[str] = mapped_column(String(200), default="")
+    provider_id: Mapped[str] = mapped_column(String(200), default="", index=True)  # Message-ID for SMTP
     error: Mapped[str] = mapped_column(Text, default="")
     failure_kind: Mapped[str] = mapped_column(String(12), default="", server_default="")  # transient, permanent
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class InboxMessage(Base):
+    """A message from the feedback inbox already applied: never applied twice."""
+
+    __tablename__ = "inbox_messages"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(20))

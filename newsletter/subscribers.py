@@ -287,22 +287,6 @@ class SubscriberList:
             session.flush()
             return subscriber
 
-    def provider_event(self, email: str, new_status: str, source: str, reason: str) -> bool:
-        """A bounce or complaint reported by a provider's webhook; False if unknown address."""
-        try:
-            _, key = normalize_email(email)
-        except DataError:
-            return False
-        with self.db.session() as session:
-            subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
-            if subscriber is None:
-                return False
-            if subscriber.status != new_status and (
-                subscriber.status not in FINAL_STATUSES or new_status == "complained"
-            ):
-                change_status(session, subscriber, new_status, source, reason)
-            return True
-
     # -- reading -----------------------------------------------------------------------
     def show(self, email: str) -> dict[str, Any]:
         """Everything held about one person (the GDPR access request)."""

@@ -34,6 +34,7 @@ class RecordingHandler:
         self.script = script or Script()
         self.messages: list[email.message.EmailMessage] = []
         self.raw: list[bytes] = []
+        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TO) per accepted message
         self.lock = threading.Lock()
         self.connections = 0
         self.on_data = None  # callable(handler, session) -> str | None, for tests that need a hook
@@ -80,7 +81,7 @@ class RecordingHandler:
             return "421 4.4.2 connection dropped"
         if answer and not answer.startswith("STORE_THEN"):
             return answer
-        self.store(envelope.content)
+        self.store(envelope)
         if answer == "STORE_THEN_CLOSE":
             server.transport.close()
             return "421 4.4.2 connection dropped"
@@ -90,10 +91,11 @@ class RecordingHandler:
             await asyncio.sleep(self.delay)
         return "250 2.0.0 Message accepted"
 
-    def store(self, content: bytes) -> None:
+    def store(self, envelope) -> None:
         with self.lock:
-            self.raw.append(content)
-            self.messages.append(parse(content))
+            self.raw.append(envelope.content)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.messages.append(parse(envelope.content))
 
     def received_by(self) -> Counter:
         with self.lock:

@@ -32,6 +32,10 @@ def test_dry_run_lists_the_first_twenty_and_writes_all(cli, send_env, monkeypatc
     assert [row["email"] for row in rows] == addresses
     assert rows[0]["name"] == "Reader reader00" and rows[0]["tags"] == "monthly patients"
     assert "No campaigns yet" in cli("campaigns", "list").stdout
+    cli("send", str(SAMPLE_ISSUE), "--yes", "--queue")
+    open_ = cli("send", str(SAMPLE_ISSUE), "--dry-run").stdout
+    assert "campaign 1 of this issue is running with 25 deliveries queued; sending would resume it" in open_
+    assert not (tmp_path / "work" / "outbox").exists()
 
 
 def test_dry_run_checks_the_adapter_settings(cli, send_env, monkeypatch):
@@ -60,9 +64,8 @@ def test_unknown_segment_tag_lists_the_tags_in_use(cli, send_env):
 
 def test_test_to_says_where_each_proof_went(cli, send_env, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_ADAPTER", "outbox")
-    result = cli(
-        "send", str(SAMPLE_ISSUE), "--test-to", "staff@calmharbor.example", "--test-to", "dr@calmharbor.example"
-    )
+    staff = ("--test-to", "staff@calmharbor.example", "--test-to", "dr@calmharbor.example")
+    result = cli("send", str(SAMPLE_ISSUE), *staff)
     lines = [line for line in result.stdout.splitlines() if line.startswith("Proof for")]
     assert len(lines) == 2
     for line in lines:

@@ -145,6 +145,7 @@ def test_long_subject_is_folded_and_decodes_intact(cli, send_env, monkeypatch, t
         issue = write_issue(tmp_path, "Hello.\n", front=f'subject: "{title}"\npreheader: "p"\n', name=name)
         lint = cli("lint", str(issue), expect=1)
         assert "shorten it to at most 150" in lint.stdout + lint.stderr
+        cli("issues", "approve", str(issue), "--by", "Dr. Test")  # a real send needs the sign-off
     add_subscribers(cli.database_url, ["a@example.com"])
     with SMTPServer() as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
@@ -287,3 +288,18 @@ def test_locked_database_says_how_to_resume(sqlite_url, send_env, monkeypatch):
     assert len(errors) == 1 and "database is locked" in errors[0]
     assert "newsletter campaigns resume 1" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_import_takes_what_can_be_delivered_and_says_why_not(cli, send_env, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,tags\nuser@bücher.example,monthly\nmañana@example.com,monthly\nbad@@example.com,monthly\n",
+        encoding="utf-8",
+    )
+    result = cli("subscribers", "import", str(people), expect=None)
+    assert "invalid email address" in result.stderr and ":4:" in result.stderr
+    listed = cli("subscribers", "list").stdout
+    assert "user@xn--bcher-kva.example" in listed and "mañana@example.com" in listed
+    # The same reader typed with the Unicode domain is recognised as already subscribed.
+    again = cli("subscribers", "add", "USER@bücher.example", expect=None)
+    assert again.exit_code == 1 and "already" in (again.stderr + again.stdout).lower()

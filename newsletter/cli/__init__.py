@@ -6,7 +6,7 @@ import click
 
 from .. import __version__
 from ..config import CONFIG_FILE
-from . import campaigns, issues, proofs, setup, subscribers, web, worker
+from . import campaigns, doctor, inbox, issues, proofs, setup, subscribers, web, worker
 from .app import App, NewsletterGroup
 
 
@@ -38,5 +38,7 @@ for command in (
     campaigns.campaigns,
     web.serve,
     worker.worker,
+    inbox.inbox,
+    doctor.doctor,
 ):
     main.add_command(command)

@@ -194,7 +194,13 @@ def send(
         send_proofs(app, service, path, test_to, force)
         return
     plan = service.plan_send(path, segments, again=again, force=force)
-    if plan.resume is not None:
+    if plan.resume is not None and dry_run:
+        queued = service.store.summary(plan.resume.id).counts["queued"]
+        click.echo(
+            f"Dry run: campaign {plan.resume.id} of this issue is {plan.resume.status} with {queued} deliveries "
+            f"queued; sending would resume it. Nothing was sent."
+        )
+    elif plan.resume is not None:
         resume_open_campaign(app, plan, queue_only or at is not None)
     elif dry_run:
         show_dry_run(service, plan, output)
@@ -311,13 +317,14 @@ def campaigns_list(app: App) -> None:
 @click.argument("campaign_id", type=int)
 @pass_app
 def campaigns_show(app: App, campaign_id: int) -> None:
-    """Counts per status, sending time, rate, failures and unknown outcomes grouped by reason,
-    and the clinical sign-off."""
+    """Counts per status, sending time, failures and unknowns by reason, the clinical sign-off, what came back."""
+    from ..feedback import FeedbackLog, describe_counts
     from ..review import describe
 
     summary = campaigns_service(app).store.summary(campaign_id)
     print_summary(summary)
     click.echo(f"  {describe(summary.campaign.snapshot)}")
+    click.echo(f"Came back: {describe_counts(FeedbackLog(app.db).counts_for_campaign(campaign_id))}")
 
 
 @campaigns.command("resume")

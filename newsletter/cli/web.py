@@ -19,5 +19,10 @@ def serve(app: App, host: str, port: int, threads: int) -> None:
     from ..web import create_app
 
     web_app = create_app(app.settings)
+    if app.settings.inbox_poll and app.settings.inbox_url:
+        from ..inbox import InboxPoller
+
+        InboxPoller(app.settings, app.db, log=lambda line: click.echo(line, err=True)).start()
+        click.echo(f"Checking {app.settings.inbox_url.partition(':')[0]} inbox every {app.settings.inbox_poll:g} min.")
     click.echo(f"Serving on http://{host}:{port}/ (public URL: {app.settings.base_url}); Ctrl-C to stop.")
     waitress.serve(web_app, host=host, port=port, threads=threads, ident="newsletter")

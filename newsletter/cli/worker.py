@@ -38,7 +38,16 @@ def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    poller = None
+    if app.settings.inbox_poll and app.settings.inbox_url:
+        from ..inbox import InboxPoller
+
+        poller = InboxPoller(app.settings, app.db, log=lambda line: click.echo(line, err=True)).start()
     click.echo(f"Worker started ({concurrency} sender(s)); waiting for campaigns.", err=True)
-    runner.run(idle_exit=exit_when_idle)
+    try:
+        runner.run(idle_exit=exit_when_idle)
+    finally:
+        if poller is not None:
+            poller.close()
     if runner.errors and exit_when_idle:
         raise NewsletterError(runner.errors[-1])

@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..config import Settings, load_settings
 from ..db import Database
+from ..feedback import FeedbackLog, SoftBouncePolicy
 from ..subscribers import SubscriberList
 from ..tokens import Tokens
 
@@ -76,6 +77,7 @@ class WebContext:
         self.db = Database(settings.database_url)
         self.subscribers = SubscriberList(self.db, settings.secret_key)
         self.tokens = Tokens(settings.secret_key)
+        self.feedback = FeedbackLog(self.db, SoftBouncePolicy(settings.soft_bounce_limit, settings.soft_bounce_days))
 
 
 def _register_handlers(app: Flask) -> None:

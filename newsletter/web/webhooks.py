@@ -1,7 +1,8 @@
 """Bounce and complaint webhooks from Postmark, SendGrid and Mailgun, each verified its own way.
 
-An unverified request is refused (401/403) and changes nothing. Events are applied by
-address; unknown addresses are ignored (the provider may know people we erased).
+An unverified request is refused (401/403) and changes nothing. Each event becomes one
+neutral `Feedback`, applied by the same function as the feedback mailbox's (feedback.py);
+unknown addresses are ignored (the provider may know people we erased).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 from flask import Blueprint, Response, current_app, jsonify, request
+
+from ..feedback import Feedback
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 MAX_SKEW = 15 * 60  # seconds a signed timestamp may be old (replay window)
@@ -36,11 +39,12 @@ def json_body() -> Any:
     return data
 
 
-def apply(events: list[tuple[str, str, str]], source: str) -> Response:
-    """(email, new status, reason) per event."""
+def apply(events: list[tuple[str, str, str]], source: str, message_id: str | None = None) -> Response:
+    """(email, feedback kind, reason) per event."""
     applied = 0
-    for email, status, reason in events:
-        if web().subscribers.provider_event(email, status, source, reason):
+    for email, kind, reason in events:
+        event = Feedback(kind, source, reason, email=email, message_id=message_id)
+        if web().feedback.apply(event).found:
             applied += 1
     return jsonify({"received": len(events), "applied": applied})
 
@@ -63,10 +67,16 @@ def postmark():
         return refuse(400, "missing Email")
     if record_type == "Bounce" and body.get("Type") == "HardBounce":
         return apply(
-            [(email, "bounced", f"postmark hard bounce: {str(body.get('Description', ''))[:200]}")], "webhook:postmark"
+            [(email, "bounce", f"postmark hard bounce: {str(body.get('Description', ''))[:200]}")],
+            "webhook:postmark",
+            message_id=str(body.get("MessageID") or "") or None,
         )
     if record_type == "SpamComplaint":
-        return apply([(email, "complained", "postmark spam complaint")], "webhook:postmark")
+        return apply(
+            [(email, "complaint", "postmark spam complaint")],
+            "webhook:postmark",
+            message_id=str(body.get("MessageID") or "") or None,
+        )
     return apply([], "webhook:postmark")
 
 
@@ -101,9 +111,9 @@ def sendgrid():
             continue
         kind = event.get("event")
         if kind == "bounce" and event.get("type", "bounce") == "bounce":
-            changes.append((event["email"], "bounced", f"sendgrid bounce: {str(event.get('reason', ''))[:200]}"))
+            changes.append((event["email"], "bounce", f"sendgrid bounce: {str(event.get('reason', ''))[:200]}"))
         elif kind == "spamreport":
-            changes.append((event["email"], "complained", "sendgrid spam report"))
+            changes.append((event["email"], "complaint", "sendgrid spam report"))
     return apply(changes, "webhook:sendgrid")
 
 
@@ -129,7 +139,7 @@ def mailgun():
     kind = event.get("event")
     if kind == "failed" and event.get("severity") == "permanent":
         reason = str(event.get("delivery-status", {}).get("description", ""))[:200]
-        return apply([(event["recipient"], "bounced", f"mailgun permanent failure: {reason}")], "webhook:mailgun")
+        return apply([(event["recipient"], "bounce", f"mailgun permanent failure: {reason}")], "webhook:mailgun")
     if kind == "complained":
-        return apply([(event["recipient"], "complained", "mailgun complaint")], "webhook:mailgun")
+        return apply([(event["recipient"], "complaint", "mailgun complaint")], "webhook:mailgun")
     return apply([], "webhook:mailgun")

@@ -1,7 +1,7 @@
 """delivery guarantees: unknown outcomes, failure kinds, repeat campaigns, late answers, sending time
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0006
 Create Date: 2026-11-26
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0003"
+down_revision = "0006"  # re-chained after main's 0006 (feedback) when merging main
 branch_labels = None
 depends_on = None
 
