@@ -1,10 +1,22 @@
-"""Import a generated CSV and report rows/s and peak RSS of the importing process.
+"""CSV import speed and memory, on SQLite and PostgreSQL, against baselines from the same run.
 
-    python benchmarks/bench_import.py                 # 1,000,000 rows on SQLite
-    python benchmarks/bench_import.py --rows 100000 --database-url postgresql+psycopg://...
+    python benchmarks/bench_import.py                                  # SQLite: 10k, 100k, 1M rows
+    python benchmarks/bench_import.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python benchmarks/bench_import.py --rows 100000 --old-importer main   # plus the importer as of `main`
 
-Each size runs `newsletter subscribers import` in a fresh child process against a fresh
-database, so peak RSS is the importer's own.
+For each database and size, in this order, each in a fresh child process and a fresh
+database (a new SQLite file; a new schema on PostgreSQL):
+
+- raw: the database itself taking the same rows: csv.reader plus executemany (SQLite) or
+  COPY (PostgreSQL) of the subscriber rows alone, no validation, tags or events: a ceiling;
+- import: `newsletter subscribers import FILE`, the whole command (interpreter start-up,
+  schema check, encoding and delimiter detection, validation, subscribers + tags +
+  "created" events + duplicate tracking, a transaction per 2,000 rows);
+- old (with --old-importer REF): the same command with the package as of git REF.
+
+The generated file is `email,name,tags` (two tags per row), as issue 12 specifies. Figures:
+wall-clock rows/s of the whole command, CPU seconds of the child (user + system: less
+sensitive to other load on a shared machine) and its peak RSS (ru_maxrss).
 """
 
 from __future__ import annotations
@@ -12,70 +24,213 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RAW_SQLITE = """
+import csv, sqlite3, sys, time
+from datetime import datetime, timezone
+now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+connection = sqlite3.connect(sys.argv[2])
+connection.execute("PRAGMA journal_mode=WAL")
+connection.execute("PRAGMA synchronous=NORMAL")
+sql = ("INSERT INTO subscribers (email, email_key, name, status, attributes, consent_at, consent_source,"
+       " consent_ip, consent_text, created_at, confirmed_at) VALUES (?, ?, ?, 'active', '{}', ?, 'raw', '', '', ?, ?)")
+with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+    reader = csv.reader(handle)
+    next(reader)
+    batch = []
+    for email, name, tags in reader:
+        batch.append((email, email.lower(), name, now, now, now))
+        if len(batch) == 2000:
+            connection.executemany(sql, batch)
+            connection.commit()
+            batch = []
+    connection.executemany(sql, batch)
+    connection.commit()
+"""
+
+RAW_POSTGRES = """
+import csv, sys
+from datetime import datetime, timezone
+import psycopg
+now = datetime.now(timezone.utc)
+columns = ("email, email_key, name, status, attributes, consent_at, consent_source, consent_ip, consent_text,"
+           " created_at, confirmed_at")
+with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as connection:
+    with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        done = False
+        while not done:
+            with connection.cursor().copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
+                for count, (email, name, tags) in enumerate(reader, 1):
+                    copy.write_row((email, email.lower(), name, "active", "{}", now, "raw", "", "", now, now))
+                    if count == 2000:
+                        break
+                else:
+                    done = True
+            connection.commit()
+"""
+
+IMPORT = """
+import resource, sys
+from newsletter.cli import main
+try:
+    main(["subscribers", "import", sys.argv[1]])
+finally:
+    print("MAXRSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
 
 
 def generate(path: Path, rows: int) -> None:
     rng = random.Random(7)
     tags = ["patients", "caregivers", "monthly", "clinicians"]
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("email,name,tags,city\n")
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("email,name,tags\n")
         for index in range(rows):
-            handle.write(
-                f"user{index}@example{index % 97}.com,Person {index},"
-                f"{';'.join(rng.sample(tags, 2))},City {index % 500}\n"
-            )
+            handle.write(f"user{index}@example{index % 97}.com,Person {index},{';'.join(rng.sample(tags, 2))}\n")
 
 
-def run(rows: int, database_url: str | None, workdir: Path) -> dict:
-    csv_path = workdir / f"list-{rows}.csv"
-    generate(csv_path, rows)
-    db_url = database_url or f"sqlite:///{workdir / f'bench-{rows}.db'}"
-    env = {**os.environ, "NEWSLETTER_SECRET_KEY": "bench-secret", "NEWSLETTER_DATABASE_URL": db_url}
-    subprocess.run([sys.executable, "-m", "newsletter", "init"], env=env, cwd=workdir, check=True, capture_output=True)
-    command = [
-        sys.executable,
-        "-c",
-        "import resource, sys\n"
-        "from newsletter.cli import main\n"
-        "try:\n main(['subscribers', 'import', sys.argv[1]])\n"
-        "finally:\n"
-        " print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)",
-        str(csv_path),
-    ]
-    started = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"import failed: {result.stderr[-2000:]}")
-    rss_kb = int(result.stderr.rsplit("MAXRSS", 1)[1].split()[0])
+class Database:
+    """A fresh, initialised database per measurement."""
+
+    def __init__(self, kind: str, workdir: Path, postgres_url: str | None):
+        self.kind = kind
+        self.workdir = workdir
+        self.postgres_url = postgres_url
+        self.schema: str | None = None
+        self.path: Path | None = None
+
+    def create(self, pythonpath: Path) -> str:
+        if self.kind == "sqlite":
+            self.path = self.workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
+            url = f"sqlite:///{self.path}"
+        else:
+            self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+            self._psql(f"CREATE SCHEMA {self.schema}")
+            url = f"{self.postgres_url}?options=-csearch_path%3D{self.schema}"
+        env = child_env(url, pythonpath)
+        init = [sys.executable, "-m", "newsletter", "init"]
+        subprocess.run(init, env=env, cwd=self.workdir, check=True, capture_output=True)
+        return url
+
+    def drop(self) -> None:
+        if self.schema:
+            self._psql(f"DROP SCHEMA {self.schema} CASCADE")
+            self.schema = None
+        if self.path:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self.path = None
+
+    def _psql(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.postgres_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
+            c.execute(statement)
+
+
+def child_env(url: str, pythonpath: Path) -> dict[str, str]:
     return {
-        "rows": rows,
-        "seconds": elapsed,
-        "rows_per_s": rows / elapsed,
-        "peak_rss_mb": rss_kb / 1024,
-        "summary": result.stdout.strip().splitlines()[-1],
+        **os.environ,
+        "NEWSLETTER_SECRET_KEY": "bench-secret",
+        "NEWSLETTER_DATABASE_URL": url,
+        "PYTHONPATH": str(pythonpath),
     }
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:3])} failed: {result.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rss = float("nan")  # reported by the importing process itself
+    if "MAXRSS" in result.stderr:
+        rss = int(result.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    return {"wall": wall, "cpu": cpu, "rss": rss, "summary": summary}
+
+
+def measure(kind: str, what: str, rows: int, csv_path: Path, db: Database, pythonpath: Path) -> dict:
+    url = db.create(pythonpath)
+    try:
+        env = child_env(url, pythonpath)
+        if what == "raw" and kind == "sqlite":
+            command = [sys.executable, "-c", RAW_SQLITE, str(csv_path), str(db.path)]
+        elif what == "raw":
+            plain = db.postgres_url.replace("postgresql+psycopg://", "postgresql://")
+            command = [sys.executable, "-c", RAW_POSTGRES, str(csv_path), plain, db.schema]
+        else:
+            command = [sys.executable, "-c", IMPORT, str(csv_path)]
+        figures = timed(command, env, db.workdir)
+    finally:
+        db.drop()
+    if what != "raw" and f"added {rows}," not in figures["summary"]:
+        raise SystemExit(f"{what} did not add every row: {figures['summary']}")
+    return {"kind": kind, "what": what, "rows": rows, **figures}
+
+
+def old_package(ref: str, workdir: Path) -> Path:
+    """The newsletter package as of git REF, extracted next to the benchmark's files."""
+    target = workdir / f"old-{ref.replace('/', '-')}"
+    target.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "newsletter"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 1_000_000])
-    parser.add_argument("--database-url", help="default: a fresh SQLite file per size")
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--postgres", metavar="URL", help="also measure PostgreSQL (a fresh schema per run)")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument("--old-importer", metavar="REF", help="also run the importer as of this git ref")
+    parser.add_argument("--old-max-rows", type=int, default=100_000, help="largest size for the old importer")
     args = parser.parse_args()
+    kinds = ([] if args.no_sqlite else ["sqlite"]) + (["postgresql"] if args.postgres else [])
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'rows':>10} {'seconds':>8} {'rows/s':>9} {'peak RSS MB':>12}")
+        workdir = Path(tmp)
+        old = old_package(args.old_importer, workdir) if args.old_importer else None
+        print(
+            f"{'database':<11} {'what':<7} {'rows':>9} {'wall s':>7} {'rows/s':>8} "
+            f"{'cpu s':>7} {'rows/cpu s':>10} {'RSS MB':>7}"
+        )
+        results = []
         for rows in args.rows:
-            r = run(rows, args.database_url, Path(tmp))
-            print(
-                f"{r['rows']:>10} {r['seconds']:>8.1f} {r['rows_per_s']:>9.0f} {r['peak_rss_mb']:>12.1f}"
-                f"   ({r['summary']})",
-                flush=True,
-            )
+            csv_path = workdir / f"list-{rows}.csv"
+            generate(csv_path, rows)
+            for kind in kinds:
+                db = Database(kind, workdir, args.postgres)
+                plan = [("raw", ROOT), ("import", ROOT)]
+                if old and rows <= args.old_max_rows:
+                    plan.append(("old", old))
+                for what, pythonpath in plan:
+                    r = measure(kind, what, rows, csv_path, db, pythonpath)
+                    results.append(r)
+                    print(
+                        f"{kind:<11} {what:<7} {rows:>9} {r['wall']:>7.2f} {rows / r['wall']:>8.0f} "
+                        f"{r['cpu']:>7.2f} {rows / r['cpu']:>10.0f} {r['rss']:>7.1f}",
+                        flush=True,
+                    )
+            csv_path.unlink()
+        for kind in kinds:
+            imports = {r["rows"]: r for r in results if r["kind"] == kind and r["what"] == "import"}
+            if len(imports) > 1:
+                smallest, largest = min(imports), max(imports)
+                ratio = imports[largest]["rss"] / imports[smallest]["rss"]
+                print(f"{kind}: peak RSS at {largest:,} rows is {ratio:.2f}x that at {smallest:,}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ FRONT_MATTER_FIELDS = (
     "template",
     "segment",
     "title",
+    "greeting",
     "approved_claims",
     "reviewed_by",
     "reviewed_on",
@@ -178,6 +179,9 @@ def parse_issue(source: str, path: Path, problems: list[ContentError] | None = N
     for block in blocks:
         block.html = _MD.render(block.body)
     when = front.get("date", "")
+    if not isinstance(front.get("greeting", True), bool):
+        where = f"{path}:{lines.get('greeting', 1)}"
+        raise ContentError(f"{where}: front matter 'greeting' must be true or false (false leaves out \"Hi Ana,\")")
     _front_list(front, "approved_claims", path, lines)
     for name in REVIEW_FIELDS:
         _front_text(front, name, path, lines)

@@ -1,32 +1,54 @@
 """Streaming CSV import (our own export, Mailchimp audience exports, listmonk exports).
 
-Rows are read and written in batches of BATCH_ROWS, one transaction per batch, so a crash
-or Ctrl-C leaves every batch either fully written or not at all, and memory stays flat
-whatever the file size. Duplicates within the file are found through a temporary table,
-not an in-memory set, for the same reason.
+One pass over the file: rows are read and written in batches of BATCH_ROWS, one
+transaction per batch, so a crash or Ctrl-C leaves every batch either fully written or not
+at all, and memory stays flat whatever the file size. Duplicates within the file are found
+through a temporary table, not an in-memory set, for the same reason.
+
+Speed (docs/performance.md): new subscribers, their tags and "created" events are written
+with one executemany per table per batch on SQLite and with COPY on PostgreSQL; a plain
+ASCII address is checked by a strict pattern whose every match email-validator accepts
+unchanged (tests/test_import_formats.py proves the agreement on a corpus), every other
+address goes to email-validator, which stays the judge.
+
+The file's encoding and delimiter are detected (or given): see `detect_format`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import bindparam, insert, select, text
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .addresses import clean_attributes, clean_tag, clean_text, normalize_email, suppression_hash
 from .errors import DataError
-from .models import FINAL_STATUSES, Event, Subscriber, SubscriberTag, Suppression, utcnow
+from .models import FINAL_STATUSES, Subscriber, SubscriberTag, utcnow
 from .subscribers import SubscriberList, change_status
 
 BATCH_ROWS = 2000
+SHOWN_REJECTS = 20  # kept in memory for the report; the rejects file gets all of them
+SAMPLE_BYTES = 1 << 20  # read to detect the encoding
 csv.field_size_limit(1_000_000)
+
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+# Windows code pages, most used first: what Excel writes when it does not write UTF-8. A
+# short file cannot tell them apart from Mac or DOS code pages, so among the encodings
+# charset-normalizer finds about as likely, these win.
+PREFERRED_LEGACY_ENCODINGS = ("cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "cp1255", "cp1256", "cp1258")
 
 # Column names we understand, lower-cased: ours, Mailchimp's audience export, listmonk's.
 EMAIL_COLUMNS = ("email", "email address", "e-mail", "email_address")
@@ -74,6 +96,7 @@ IGNORED_COLUMNS = {
     "clean_time",
     "clean_campaign_title",
     "clean_campaign_id",
+    "reject_reason",  # the last column of our own rejects file, so a fixed one re-imports
 }
 STATUS_ALIASES = {
     "active": "active",
@@ -92,10 +115,87 @@ STATUS_ALIASES = {
 
 
 @dataclass
+class FileFormat:
+    """How a CSV file is read, and how each choice was made (shown to the user)."""
+
+    encoding: str
+    encoding_source: str
+    delimiter: str
+    delimiter_source: str = "given"
+
+    def describe(self) -> str:
+        name = DELIMITERS.get(self.delimiter, repr(self.delimiter))
+        return f"encoding {self.encoding} ({self.encoding_source}), delimiter {name} ({self.delimiter_source})"
+
+
+def detect_encoding(sample: bytes, whole_file: bool) -> tuple[str, str]:
+    """(codec name, how it was chosen) from the first bytes of a file."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig", "byte order mark"
+    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32", "byte order mark"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", "byte order mark"
+    try:
+        # final=False: the sample may end inside a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=whole_file)
+        return "utf-8", "valid UTF-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(sample))
+    if not matches:
+        raise DataError(
+            "cannot tell which text encoding the file uses",
+            hint="give it with --encoding (e.g. --encoding cp1252 for a file saved by Excel on Windows)",
+        )
+    best = matches[0]
+    close = [match for match in matches if match.chaos <= best.chaos + 0.05]
+    for preferred in PREFERRED_LEGACY_ENCODINGS:
+        if any(preferred in match.could_be_from_charset for match in close):
+            return preferred, "detected by charset-normalizer"
+    return best.encoding, "detected by charset-normalizer"
+
+
+def check_encoding(name: str) -> str:
+    try:
+        codecs.lookup(name)
+        return name
+    except LookupError:
+        raise DataError(
+            f"unknown encoding {name!r}", hint="use a Python codec name such as utf-8, cp1252, latin-1 or utf-16"
+        ) from None
+
+
+def _header_names(header_line: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader([header_line], delimiter=delimiter), [])
+    except csv.Error:
+        return []
+
+
+def detect_delimiter(header_line: str) -> str:
+    """The delimiter that splits the header into the most columns, one of them an address column."""
+    best, best_score = ",", (False, 0)
+    for delimiter in DELIMITERS:
+        names = _header_names(header_line, delimiter)
+        has_email = any(_column_key(name) in EMAIL_COLUMNS for name in names)
+        score = (has_email, len(names))
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _column_key(name: str) -> str:
+    return name.strip().lstrip("\ufeff").lower()
+
+
+@dataclass
 class Reject:
     line: int
     reason: str
-    raw: list[str] = field(default_factory=list)
+    text: str = ""  # the record exactly as it was in the file, line ending included
 
 
 @dataclass
@@ -103,13 +203,12 @@ class ImportReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
-    rejects: list[Reject] = field(default_factory=list)
+    rejected: int = 0
+    rejects: list[Reject] = field(default_factory=list)  # the first SHOWN_REJECTS, in line order
     committed_through: int = 0  # last line of the last batch written
     interrupted: bool = False
-
-    @property
-    def rejected(self) -> int:
-        return len(self.rejects)
+    format: FileFormat | None = None
+    rejects_written: int = 0
 
 
 @dataclass
@@ -118,17 +217,18 @@ class Row:
     email: str
     key: str
     name: str | None
-    tags: set[str]
+    tags: frozenset[str]
     status: str | None
     attributes: dict[str, Any]
     consent: dict[str, Any]
+    text: str
 
 
 class ColumnMap:
     """Where each field lives in a header row."""
 
-    def __init__(self, header: list[str]):
-        names = [column.strip().lstrip("\ufeff").lower() for column in header]
+    def __init__(self, header: list[str], delimiter: str = ","):
+        names = [_column_key(column) for column in header]
         self.width = len(names)
 
         def find(candidates: tuple[str, ...]) -> int | None:
@@ -139,7 +239,13 @@ class ColumnMap:
 
         self.email = find(EMAIL_COLUMNS)
         if self.email is None:
-            raise DataError("line 1: no 'email' column in the header")
+            shown = ", ".join(repr(name[:40]) for name in header[:8]) + (", ..." if len(header) > 8 else "")
+            raise DataError(
+                f"line 1: no 'email' column in the header (read with delimiter "
+                f"{DELIMITERS.get(delimiter, repr(delimiter))}: {shown or 'nothing'})",
+                hint="name the address column 'email' (or 'Email Address'); "
+                "if the columns are split wrongly, give --delimiter",
+            )
         self.name = find(NAME_COLUMNS)
         self.first = find(FIRST_NAME_COLUMNS)
         self.last = find(LAST_NAME_COLUMNS)
@@ -155,52 +261,115 @@ class ColumnMap:
         }
 
 
-def parse_row(columns: ColumnMap, values: list[str], line: int, default_tags: set[str]) -> Row:
-    if len(values) != columns.width:
-        raise DataError(f"expected {columns.width} fields, found {len(values)}")
-    for value in values:
-        if any("\udc80" <= char <= "\udcff" for char in value):
-            raise DataError("not valid UTF-8")
-    email, key = normalize_email(values[columns.email])
-    name = None
-    if columns.name is not None:
-        name = clean_text(values[columns.name])
-    elif columns.first is not None or columns.last is not None:
-        parts = [values[i] for i in (columns.first, columns.last) if i is not None]
-        name = clean_text(" ".join(part.strip() for part in parts if part.strip()))
-    tags = set(default_tags)
-    if columns.tags is not None and values[columns.tags].strip():
-        raw = values[columns.tags]
-        # Mailchimp writes "tag one","tag two"; we write tag one;tag two.
-        separator = ";" if ";" in raw or '"' not in raw else ","
-        tags |= {clean_tag(t.strip().strip('"')) for t in raw.split(separator) if t.strip().strip('"')}
-    status = None
-    if columns.status is not None and values[columns.status].strip():
-        status = STATUS_ALIASES.get(values[columns.status].strip().lower())
-        if status is None:
-            raise DataError(f"unknown status {values[columns.status].strip()!r}")
-    attributes: dict[str, Any] = {}
-    if columns.attributes_json is not None and values[columns.attributes_json].strip():
-        try:
-            parsed = json.loads(values[columns.attributes_json])
-        except json.JSONDecodeError:
-            raise DataError("the attributes column is not valid JSON") from None
-        if not isinstance(parsed, dict):
-            raise DataError("the attributes column must be a JSON object")
-        attributes.update(parsed)
-    for index, column in columns.extra.items():
-        if values[index].strip():
-            attributes[column] = values[index].strip()
-    consent: dict[str, Any] = {}
-    for index, field_name in columns.consent.items():
-        value = values[index].strip()
-        if not value:
-            continue
-        if field_name == "consent_at":
-            consent[field_name] = _parse_time(value)
-        else:
-            consent[field_name] = clean_text(value, 2000)
-    return Row(line, email, key, name, tags, status, clean_attributes(attributes), consent)
+# A plain ASCII address: dot-atom local part from a common subset of characters, host
+# labels of letters, digits and inner hyphens, a top-level domain of letters. Everything
+# this accepts (with the checks in `_plain_address`), email-validator accepts and
+# normalises to the same string: only the domain's case changes. Anything else, and every
+# non-ASCII address, goes to email-validator.
+_PLAIN_ADDRESS = re.compile(
+    r"([A-Za-z0-9_'+=-]+(?:\.[A-Za-z0-9_'+=-]+)*)"
+    r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}))\Z"
+)
+# Every special-use name ends in one of these labels, so a different TLD cannot match any.
+_SPECIAL_USE_TLDS = frozenset(name.rsplit(".", 1)[-1] for name in SPECIAL_USE_DOMAIN_NAMES)
+_CASE_INSENSITIVE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+def _plain_address(candidate: str) -> tuple[str, str] | None:
+    """(normalized, key) for a well-formed plain ASCII address; None means: ask email-validator."""
+    if len(candidate) > 254:
+        return None
+    match = _PLAIN_ADDRESS.match(candidate)
+    if (
+        match is None
+        or len(match[1]) > 64
+        or "--" in match[2]  # Punycode (xn--) and R-LDH labels: IDNA rules apply
+        or match[3].lower() in _SPECIAL_USE_TLDS
+        or match[1].lower() in _CASE_INSENSITIVE_MAILBOXES  # email-validator lower-cases these
+    ):
+        return None
+    normalized = f"{match[1]}@{match[2].lower()}"
+    return normalized, normalized.lower()
+
+
+def import_address(raw: str) -> tuple[str, str]:
+    """normalize_email's answer, quickly for the common plain address."""
+    return _plain_address((raw or "").strip()) or normalize_email(raw)
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes the codec could not read (surrogateescape)
+
+
+class RowParser:
+    """Turns the fields of one record into a Row, raising DataError with the reason."""
+
+    def __init__(self, columns: ColumnMap, default_tags: set[str], encoding: str):
+        self.columns = columns
+        self.default_tags = frozenset(default_tags)
+        self.undecodable = (
+            "not valid UTF-8; if the file was saved by Excel, try --encoding cp1252"
+            if encoding.startswith("utf")
+            else f"bytes that are not valid {encoding}; give the file's encoding with --encoding"
+        )
+        self._tag_cache: dict[str, frozenset[str]] = {}
+
+    def tags(self, raw: str) -> frozenset[str]:
+        cached = self._tag_cache.get(raw)
+        if cached is None:
+            # Mailchimp writes "tag one","tag two"; we write tag one;tag two.
+            separator = ";" if ";" in raw or '"' not in raw else ","
+            parsed = {clean_tag(t.strip().strip('"')) for t in raw.split(separator) if t.strip().strip('"')}
+            cached = self.default_tags | parsed
+            if len(self._tag_cache) > 10_000:  # many distinct tag sets: keep memory flat
+                self._tag_cache.clear()
+            self._tag_cache[raw] = cached
+        return cached
+
+    def parse(self, values: list[str], line: int, text: str) -> Row:
+        columns = self.columns
+        if len(values) != columns.width:
+            raise DataError(f"expected {columns.width} fields, found {len(values)}")
+        if _UNDECODABLE.search(text):
+            raise DataError(self.undecodable)
+        email, key = import_address(values[columns.email])
+        name = None
+        if columns.name is not None:
+            name = clean_text(values[columns.name])
+        elif columns.first is not None or columns.last is not None:
+            parts = [values[i] for i in (columns.first, columns.last) if i is not None]
+            name = clean_text(" ".join(part.strip() for part in parts if part.strip()))
+        tags = self.default_tags
+        if columns.tags is not None and values[columns.tags].strip():
+            tags = self.tags(values[columns.tags])
+        status = None
+        if columns.status is not None and values[columns.status].strip():
+            status = STATUS_ALIASES.get(values[columns.status].strip().lower())
+            if status is None:
+                raise DataError(f"unknown status {values[columns.status].strip()!r}")
+        attributes: dict[str, Any] = {}
+        if columns.attributes_json is not None and values[columns.attributes_json].strip():
+            try:
+                parsed = json.loads(values[columns.attributes_json])
+            except json.JSONDecodeError:
+                raise DataError("the attributes column is not valid JSON") from None
+            if not isinstance(parsed, dict):
+                raise DataError("the attributes column must be a JSON object")
+            attributes.update(parsed)
+        for index, column in columns.extra.items():
+            if values[index].strip():
+                attributes[column] = values[index].strip()
+        consent: dict[str, Any] = {}
+        for index, field_name in columns.consent.items():
+            value = values[index].strip()
+            if not value:
+                continue
+            if field_name == "consent_at":
+                consent[field_name] = _parse_time(value)
+            else:
+                consent[field_name] = clean_text(value, 2000)
+        if attributes:
+            attributes = clean_attributes(attributes)
+        return Row(line, email, key, name, tags, status, attributes, consent, text)
 
 
 def _parse_time(value: str) -> datetime:
@@ -211,33 +380,261 @@ def _parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def read_rows(stream: TextIO, default_tags: set[str]) -> Iterator[Row | Reject]:
-    reader = csv.reader(stream)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError("the file is empty") from None
-    except csv.Error as exc:
-        raise DataError(f"line 1: {exc}") from None
-    columns = ColumnMap(header)
-    line = reader.line_num
-    while True:
-        start = line + 1
+class CsvSource:
+    """The records of a text stream, each with its line number and its exact text."""
+
+    def __init__(self, stream: TextIO, delimiter: str | None):
+        self.header_text = stream.readline()
+        if not self.header_text.strip():
+            raise DataError("the file is empty")
+        self.delimiter = delimiter or detect_delimiter(self.header_text)
+        self.delimiter_source = "given" if delimiter else "detected from the header"
+        self._pending: list[str] = []
+        self._reader = csv.reader(self._capture(self.header_text, stream), delimiter=self.delimiter)
         try:
-            values = next(reader)
-        except StopIteration:
-            return
+            self.header = next(self._reader)
         except csv.Error as exc:
-            line = reader.line_num
-            yield Reject(start, f"malformed CSV: {exc}")
-            continue
+            raise DataError(f"line 1: {exc}") from None
+        self._pending.clear()
+        ending = self.header_text[len(self.header_text.rstrip("\r\n")) :]
+        self.line_ending = ending or "\n"
+
+    def _capture(self, first: str, stream: Iterable[str]) -> Iterator[str]:
+        pending = self._pending
+        pending.append(first)
+        yield first
+        for line in stream:
+            pending.append(line)
+            yield line
+
+    def records(self) -> Iterator[tuple[int, list[str] | None, str, str | None]]:
+        """(first line, fields or None, exact text, CSV error) for every record after the header."""
+        reader, pending = self._reader, self._pending
         line = reader.line_num
-        if not values or all(not value.strip() for value in values):
-            continue
+        while True:
+            start = line + 1
+            error = None
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                values, error = None, f"malformed CSV: {exc}"
+            line = reader.line_num
+            text = pending[0] if len(pending) == 1 else "".join(pending)
+            pending.clear()
+            yield start, values, text, error
+
+
+class RejectsFile:
+    """The input's header plus a `reject_reason` column, then each rejected record exactly
+    as it was: fix the rows in place and import the file again. Opened at the first reject."""
+
+    def __init__(self, path: Path, source: CsvSource, encoding: str):
+        self.path = path
+        self.source = source
+        self.encoding = encoding
+        self.handle: TextIO | None = None
+        self._quote_buffer = io.StringIO()
+        self._quoter = csv.writer(self._quote_buffer, delimiter=source.delimiter, lineterminator="")
+
+    def _field(self, value: str) -> str:
+        self._quote_buffer.seek(0)
+        self._quote_buffer.truncate()
+        self._quoter.writerow([value])
+        return self._quote_buffer.getvalue()
+
+    def _line(self, text: str, last: str) -> str:
+        record = text.rstrip("\r\n")
+        return f"{record}{self.source.delimiter}{self._field(last)}{self.source.line_ending}"
+
+    def write(self, reject: Reject) -> None:
+        if self.handle is None:
+            try:
+                self.handle = open(self.path, "w", encoding=self.encoding, errors="surrogateescape", newline="")
+            except OSError as exc:
+                raise DataError(f"{self.path}: cannot write the rejects file: {exc.strerror}") from None
+            self.handle.write(self._line(self.source.header_text, "reject_reason"))
+        self.handle.write(self._line(reject.text, reject.reason))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+SUBSCRIBER_COLUMNS = (
+    "email",
+    "email_key",
+    "name",
+    "status",
+    "attributes",
+    "consent_at",
+    "consent_source",
+    "consent_ip",
+    "consent_text",
+    "created_at",
+    "confirmed_at",
+    "unsubscribed_at",
+)
+EVENT_COLUMNS = ("subscriber_id", "at", "kind", "old_status", "new_status", "source", "reason")
+CREATED_EVENTS = "SELECT id, created_at, 'created', '', status, ?, '' FROM subscribers WHERE id"
+
+
+class BulkWriter:
+    """The few statements an import runs per batch, in bulk, on the session's own
+    connection and transaction (so the ORM merge of existing rows commits with them)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        dialect = session.get_bind().dialect
+        # Store datetimes exactly as the ORM would (SQLite keeps them as text). JSON is
+        # json.dumps, the engine's serializer (db.make_engine sets no other).
+        self._time = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+
+    @property
+    def dbapi(self) -> Any:
+        # session.connection() begins the session's transaction if none is open.
+        return self.session.connection().connection.driver_connection
+
+    def time(self, value: datetime | None) -> Any:
+        return self._time(value) if self._time and value is not None else value
+
+    def json(self, value: dict[str, Any]) -> str:
+        return json.dumps(value)
+
+    SEEN_TABLE = "CREATE TEMPORARY TABLE import_seen (email_key VARCHAR(320) PRIMARY KEY, line INTEGER)"
+
+    def create_seen(self) -> None:
+        cursor = self.dbapi.cursor()
+        cursor.execute("DROP TABLE IF EXISTS import_seen")
+        cursor.execute(self.SEEN_TABLE)
+        self.session.commit()
+
+    def drop_seen(self) -> None:
         try:
-            yield parse_row(columns, values, start, default_tags)
-        except DataError as exc:
-            yield Reject(start, str(exc), values)
+            self.session.rollback()
+            self.dbapi.cursor().execute("DROP TABLE IF EXISTS import_seen")
+            self.session.commit()
+        except Exception:  # the connection may already be gone after an interrupt
+            self.session.rollback()
+
+    def has_suppressions(self) -> bool:
+        cursor = self.dbapi.cursor()
+        cursor.execute("SELECT 1 FROM suppressions LIMIT 1")
+        return cursor.fetchone() is not None
+
+    def seen_lines(self, keys: list[str]) -> dict[str, int]:
+        return dict(self._select_in("SELECT email_key, line FROM import_seen WHERE email_key", keys))
+
+    def existing_keys(self, keys: list[str]) -> set[str]:
+        return {key for (key,) in self._select_in("SELECT email_key FROM subscribers WHERE email_key", keys)}
+
+    def suppressed(self, hashes: list[str]) -> set[str]:
+        return {h for (h,) in self._select_in("SELECT address_hash FROM suppressions WHERE address_hash", hashes)}
+
+    def _select_in(self, sql: str, values: list[str]) -> list[tuple]:
+        raise NotImplementedError
+
+    def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
+        """Insert rows of SUBSCRIBER_COLUMNS; return their ids in the same order."""
+        raise NotImplementedError
+
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
+        raise NotImplementedError
+
+    def insert_created_events(self, ids: list[int], source: str) -> None:
+        """A "created" event for each new subscriber, copied from its row inside the database."""
+        raise NotImplementedError
+
+    def analyze_as_tables_grow(self) -> None:
+        """Keep the planner's statistics current enough for the lookups above (see PostgresWriter)."""
+
+
+class SqliteWriter(BulkWriter):
+    CHUNK = 500  # bound parameters per IN (...), well under every SQLite build's limit
+    # One b-tree instead of a table plus its primary-key index.
+    SEEN_TABLE = BulkWriter.SEEN_TABLE + " WITHOUT ROWID"
+
+    def _select_in(self, sql: str, values: list, before: tuple = ()) -> list[tuple]:
+        cursor = self.dbapi.cursor()
+        found: list[tuple] = []
+        for start in range(0, len(values), self.CHUNK):
+            chunk = values[start : start + self.CHUNK]
+            cursor.execute(f"{sql} IN ({','.join('?' * len(chunk))})", (*before, *chunk))
+            found.extend(cursor.fetchall())
+        return found
+
+    def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
+        self.insert_rows("subscribers", SUBSCRIBER_COLUMNS, values)
+        cursor = self.dbapi.cursor()
+        last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(values) + 1
+        # SQLite has one writer at a time and gives each new row the next rowid, so our rows
+        # took consecutive ids: true exactly when the first and last rows sit at both ends.
+        ends = dict(cursor.execute("SELECT id, email_key FROM subscribers WHERE id IN (?, ?)", (first, last)))
+        if ends.get(first) == keys[0] and ends.get(last) == keys[-1]:
+            return list(range(first, last + 1))
+        ids = dict(self._select_in("SELECT email_key, id FROM subscribers WHERE email_key", keys))
+        return [ids[key] for key in keys]
+
+    def insert_created_events(self, ids: list[int], source: str) -> None:
+        self._select_in(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS}", ids, (source,))
+
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        self.dbapi.cursor().executemany(sql, rows)
+
+
+class PostgresWriter(BulkWriter):
+    """COPY for every insert; ids come from the table's own sequence, taken in one query."""
+
+    def __init__(self, session: Session):
+        super().__init__(session)
+        self.batches = 0
+
+    def analyze_as_tables_grow(self) -> None:
+        """Autovacuum never analyses a temporary table, and reaches a table filled in one
+        import late: without statistics the planner reads the whole seen-table for every
+        batch's lookup (quadratic). Analyse after batch 1, 2, 4, 8, ...: a few times in all."""
+        self.batches += 1
+        if self.batches & (self.batches - 1) == 0:
+            cursor = self.dbapi.cursor()
+            cursor.execute("ANALYZE import_seen")
+            cursor.execute("ANALYZE subscribers")
+
+    def _select_in(self, sql: str, values: list[str]) -> list[tuple]:
+        cursor = self.dbapi.cursor()
+        cursor.execute(f"{sql} = ANY(%s)", (values,))
+        return cursor.fetchall()
+
+    def insert_created_events(self, ids: list[int], source: str) -> None:
+        sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS.replace('?', '%s')} = ANY(%s)"
+        self.dbapi.cursor().execute(sql, (source, ids))
+
+    def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
+        cursor = self.dbapi.cursor()
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('subscribers', 'id')) FROM generate_series(1, %s)", (len(values),)
+        )
+        ids = [subscriber_id for (subscriber_id,) in cursor.fetchall()]
+        self.insert_rows(
+            "subscribers", ("id", *SUBSCRIBER_COLUMNS), ((i, *v) for i, v in zip(ids, values, strict=True))
+        )
+        return ids
+
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
+        with self.dbapi.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def make_writer(session: Session) -> BulkWriter:
+    name = session.get_bind().dialect.name
+    if name == "sqlite":
+        return SqliteWriter(session)
+    if name == "postgresql":
+        return PostgresWriter(session)
+    raise DataError(f"import does not support the {name} database", hint="use SQLite or PostgreSQL")
 
 
 class Importer:
@@ -248,119 +645,172 @@ class Importer:
         status: str = "active",
         dry_run: bool = False,
         source: str = "import",
+        encoding: str | None = None,
+        delimiter: str | None = None,
     ):
         if status not in ("active", "pending", "unsubscribed"):
             raise DataError("--status must be active, pending or unsubscribed")
+        if delimiter is not None and delimiter not in DELIMITERS:
+            raise DataError(f"unsupported delimiter {delimiter!r}", hint="use one of , ; | or tab")
         self.db = subscribers.db
         self.secret_key = subscribers.secret_key
         self.default_tags = {clean_tag(tag) for tag in tags}
         self.default_status = status
         self.dry_run = dry_run
-        self.source = source
+        self.source = source[:40]  # the events.source column's width
+        self.encoding = check_encoding(encoding) if encoding else None
+        self.delimiter = delimiter
 
-    def run(self, path: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
-        """Import `path`; `progress` is called with the number of bytes read since last call."""
+    def run(
+        self,
+        path: Path,
+        progress: Callable[[int], None] | None = None,
+        rejects_path: Path | None = None,
+    ) -> ImportReport:
+        """Import `path`; `progress` is called with the number of bytes read since last call.
+
+        With `rejects_path`, rejected records go there as they are found (see RejectsFile)."""
         report = ImportReport()
+        if rejects_path is not None and Path(rejects_path).resolve() == Path(path).resolve():
+            raise DataError(
+                f"{path}: the rejects file cannot be the file being imported", hint="give --rejects a new name"
+            )
         try:
             raw = open(path, "rb")
         except OSError as exc:
             raise DataError(f"{path}: {exc.strerror}") from None
-        counter = _CountingReader(raw, progress)
-        stream = io.TextIOWrapper(
-            io.BufferedReader(counter), encoding="utf-8-sig", errors="surrogateescape", newline=""
-        )
-        # One connection for the whole run: the temporary seen-table lives on it.
-        with self.db.engine.connect() as connection, stream:
-            session = Session(bind=connection, expire_on_commit=False)
+        with raw:
+            if self.encoding:
+                encoding, encoding_source = self.encoding, "given"
+            else:
+                sample = raw.read(SAMPLE_BYTES)
+                raw.seek(0)
+                encoding, encoding_source = detect_encoding(sample, whole_file=len(sample) < SAMPLE_BYTES)
+            stream = io.TextIOWrapper(
+                io.BufferedReader(_CountingReader(raw, progress), 1 << 16),
+                encoding=encoding,
+                errors="surrogateescape",
+                newline="",
+            )
             try:
-                self._create_seen_table(session)
-                batch: list[Row] = []
-                for item in read_rows(stream, self.default_tags):
-                    if isinstance(item, Reject):
-                        report.rejects.append(item)
-                        continue
-                    batch.append(item)
-                    if len(batch) >= BATCH_ROWS:
-                        self._write_batch(session, batch, report)
-                        batch = []
-                if batch:
-                    self._write_batch(session, batch, report)
+                source = CsvSource(stream, self.delimiter)
+            except UnicodeError as exc:  # e.g. a UTF-16 file forced to read as UTF-32
+                raise DataError(f"{path}: cannot read as {encoding}: {exc.reason}", hint="check --encoding") from None
+            report.format = FileFormat(encoding, encoding_source, source.delimiter, source.delimiter_source)
+            parser = RowParser(ColumnMap(source.header, source.delimiter), self.default_tags, encoding)
+            rejects_file = RejectsFile(rejects_path, source, encoding) if rejects_path else None
+            try:
+                self._run(source, parser, report, rejects_file)
+            finally:
+                if rejects_file:
+                    rejects_file.close()
+                    report.rejects_written = report.rejected if rejects_file.handle else 0
+        return report
+
+    def _run(self, source: CsvSource, parser: RowParser, report: ImportReport, rejects: RejectsFile | None) -> None:
+        # One connection for the whole run: the temporary seen-table lives on it.
+        with self.db.engine.connect() as connection:
+            session = Session(bind=connection, expire_on_commit=False)
+            writer = make_writer(session)
+            try:
+                writer.create_seen()
+                for batch in read_ahead(self._batches(source, parser)):
+                    self._write_batch(session, writer, batch, report, rejects)
             except KeyboardInterrupt:
                 session.rollback()
                 report.interrupted = True
             finally:
-                self._drop_seen_table(session)
+                writer.drop_seen()
                 session.close()
-        report.rejects.sort(key=lambda reject: reject.line)
-        return report
 
-    # The seen-table records every address of this file already written, with its line.
-    def _create_seen_table(self, session: Session) -> None:
-        session.execute(text("DROP TABLE IF EXISTS import_seen"))
-        session.execute(text("CREATE TEMPORARY TABLE import_seen (email_key VARCHAR(320) PRIMARY KEY, line INTEGER)"))
-        session.commit()
+    def _batches(self, source: CsvSource, parser: RowParser) -> Iterator[list[Row | Reject]]:
+        """The file's records in line order, parsed, BATCH_ROWS rows (plus their rejects) at a time."""
+        batch: list[Row | Reject] = []
+        rows = 0
+        for line, values, text, error in source.records():
+            if error is not None:
+                batch.append(Reject(line, error, text))
+                continue
+            if not "".join(values).strip():  # a blank line, or only empty fields
+                continue
+            try:
+                batch.append(parser.parse(values, line, text))
+            except DataError as exc:
+                batch.append(Reject(line, str(exc), text))
+                continue
+            rows += 1
+            if rows >= BATCH_ROWS:
+                yield batch
+                batch, rows = [], 0
+        if batch:
+            yield batch
 
-    def _drop_seen_table(self, session: Session) -> None:
-        try:
-            session.rollback()
-            session.execute(text("DROP TABLE IF EXISTS import_seen"))
-            session.commit()
-        except Exception:  # the connection may already be gone after an interrupt
-            session.rollback()
-
-    def _write_batch(self, session: Session, batch: list[Row], report: ImportReport) -> None:
-        rows = self._drop_duplicates(session, batch, report)
-        keys = [row.key for row in rows]
-        suppressed = set(
-            session.scalars(
-                select(Suppression.address_hash).where(
-                    Suppression.address_hash.in_([suppression_hash(self.secret_key, k) for k in keys])
-                )
-            )
-        )
-        existing = {
-            subscriber.email_key: subscriber
-            for subscriber in session.scalars(select(Subscriber).where(Subscriber.email_key.in_(keys)))
-        }
-        new_rows: list[Row] = []
-        for row in rows:
-            if suppression_hash(self.secret_key, row.key) in suppressed:
-                report.rejects.append(Reject(row.line, "address was erased on request; not imported"))
-            elif row.key in existing:
-                if self._merge(session, existing[row.key], row):
-                    report.updated += 1
+    def _write_batch(
+        self,
+        session: Session,
+        writer: BulkWriter,
+        batch: list[Row | Reject],
+        report: ImportReport,
+        rejects_file: RejectsFile | None,
+    ) -> None:
+        rejects = [item for item in batch if isinstance(item, Reject)]
+        rows = self._drop_duplicates(writer, [item for item in batch if isinstance(item, Row)], rejects)
+        kept = rows
+        # Hashing every address costs more than the rest of the row: skip it while the
+        # suppression list is empty (checked in this batch's transaction).
+        if rows and writer.has_suppressions():
+            hashes = [suppression_hash(self.secret_key, row.key) for row in rows]
+            erased = writer.suppressed(hashes)
+            kept = []
+            for row, address_hash in zip(rows, hashes, strict=True):
+                if address_hash in erased:
+                    rejects.append(Reject(row.line, "address was erased on request; not imported", row.text))
                 else:
-                    report.unchanged += 1
-            else:
-                new_rows.append(row)
-        self._insert(session, new_rows)
+                    kept.append(row)
+        existing = writer.existing_keys([row.key for row in kept]) if kept else set()
+        new_rows = [row for row in kept if row.key not in existing]
+        if existing:
+            self._merge_existing(session, [row for row in kept if row.key in existing], report)
+        self._insert(writer, new_rows)
         report.added += len(new_rows)
         if self.dry_run:
             session.rollback()  # discard the batch; the seen-table below still records it
-        session.execute(
-            text("INSERT INTO import_seen (email_key, line) VALUES (:key, :line)"),
-            [{"key": row.key, "line": row.line} for row in rows],
-        )
+        writer.insert_rows("import_seen", ("email_key", "line"), ((row.key, row.line) for row in rows))
         session.commit()
+        writer.analyze_as_tables_grow()
         report.committed_through = batch[-1].line
+        rejects.sort(key=lambda reject: reject.line)
+        for reject in rejects:
+            report.rejected += 1
+            if len(report.rejects) < SHOWN_REJECTS:
+                report.rejects.append(reject)
+            if rejects_file:
+                rejects_file.write(reject)
 
-    def _drop_duplicates(self, session: Session, batch: list[Row], report: ImportReport) -> list[Row]:
-        first_line: dict[str, int] = {}
-        for key, line in session.execute(
-            text("SELECT email_key, line FROM import_seen WHERE email_key IN :keys").bindparams(
-                bindparam("keys", expanding=True)
-            ),
-            {"keys": [row.key for row in batch]},
-        ):
-            first_line[key] = line
+    def _drop_duplicates(self, writer: BulkWriter, batch: list[Row], rejects: list[Reject]) -> list[Row]:
+        first_line = writer.seen_lines(list({row.key for row in batch})) if batch else {}
         unique: list[Row] = []
         for row in batch:
             if row.key in first_line:
-                report.rejects.append(Reject(row.line, f"duplicate of line {first_line[row.key]}"))
+                rejects.append(Reject(row.line, f"duplicate of line {first_line[row.key]}", row.text))
                 continue
             first_line[row.key] = row.line
             unique.append(row)
         return unique
+
+    def _merge_existing(self, session: Session, rows: list[Row], report: ImportReport) -> None:
+        subscribers = {
+            subscriber.email_key: subscriber
+            for subscriber in session.scalars(
+                select(Subscriber).where(Subscriber.email_key.in_([row.key for row in rows]))
+            )
+        }
+        for row in rows:
+            if self._merge(session, subscribers[row.key], row):
+                report.updated += 1
+            else:
+                report.unchanged += 1
+        session.flush()
 
     def _merge(self, session: Session, subscriber: Subscriber, row: Row) -> bool:
         """Update name, tags, attributes; status may only move towards a final status."""
@@ -381,56 +831,88 @@ class Importer:
             changed = True
         return changed
 
-    def _insert(self, session: Session, rows: list[Row]) -> None:
+    def _insert(self, writer: BulkWriter, rows: list[Row]) -> None:
         if not rows:
             return
         now = utcnow()
+        stored_now = writer.time(now)
+        empty_json = writer.json({})
         values = []
         for row in rows:
             status = row.status or self.default_status
+            consent = row.consent
             values.append(
-                {
-                    "email": row.email,
-                    "email_key": row.key,
-                    "name": row.name or "",
-                    "status": status,
-                    "attributes": row.attributes,
-                    "consent_at": row.consent.get("consent_at", now),
-                    "consent_source": row.consent.get("consent_source", self.source),
-                    "consent_ip": row.consent.get("consent_ip", ""),
-                    "consent_text": row.consent.get("consent_text", ""),
-                    "created_at": now,
-                    "confirmed_at": now if status == "active" else None,
-                    "unsubscribed_at": now if status == "unsubscribed" else None,
-                }
+                (
+                    row.email,
+                    row.key,
+                    row.name or "",
+                    status,
+                    writer.json(row.attributes) if row.attributes else empty_json,
+                    writer.time(consent["consent_at"]) if "consent_at" in consent else stored_now,
+                    consent.get("consent_source", self.source),
+                    consent.get("consent_ip", ""),
+                    consent.get("consent_text", ""),
+                    stored_now,
+                    stored_now if status == "active" else None,
+                    stored_now if status == "unsubscribed" else None,
+                )
             )
-        ids = session.execute(
-            insert(Subscriber).returning(Subscriber.id, Subscriber.email_key, sort_by_parameter_order=True),
-            values,
-        ).all()
-        tag_values = [
-            {"subscriber_id": subscriber_id, "tag": tag}
-            for (subscriber_id, _), row in zip(ids, rows, strict=True)
-            for tag in sorted(row.tags)
-        ]
-        if tag_values:
-            session.execute(insert(SubscriberTag), tag_values)
-        session.execute(
-            insert(Event),
-            [
-                {
-                    "subscriber_id": subscriber_id,
-                    "kind": "created",
-                    "source": self.source,
-                    "old_status": "",
-                    "new_status": value["status"],
-                    "reason": "",
-                    "at": now,
-                    "campaign_id": None,
-                }
-                for (subscriber_id, _), value in zip(ids, values, strict=True)
-            ],
+        ids = writer.insert_subscribers(values, [row.key for row in rows])
+        writer.insert_rows(
+            SubscriberTag.__tablename__,
+            ("subscriber_id", "tag"),
+            ((subscriber_id, tag) for subscriber_id, row in zip(ids, rows, strict=True) for tag in row.tags),
         )
+        writer.insert_created_events(ids, self.source)
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def read_ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield from `items`, computed on a helper thread up to `depth` items ahead.
+
+    Parsing the next batch (Python) then overlaps with writing this one (SQLite and
+    PostgreSQL do their work without holding the GIL). Memory stays bounded by `depth`
+    batches; an exception in the helper (a Ctrl-C from the progress callback included) is
+    raised here, in the caller's thread, and stopping early stops the helper."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    finished = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(finished)
+        except BaseException as error:  # handed to the caller, who decides
+            put(_Raised(error))
+
+    helper = threading.Thread(target=produce, name="import-reader", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is finished:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        helper.join()
 
 
 class _CountingReader(io.RawIOBase):
@@ -452,11 +934,3 @@ class _CountingReader(io.RawIOBase):
     def close(self) -> None:
         self.raw.close()
         super().close()
-
-
-def write_rejects(path: Path, rejects: list[Reject]) -> None:
-    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["line", "reason", "row"])
-        for reject in rejects:
-            writer.writerow([reject.line, reject.reason, *reject.raw])

@@ -18,11 +18,12 @@ from .app import App, NewsletterGroup
     help=f"Configuration file (default: ./{CONFIG_FILE}).",
 )
 @click.option("--database-url", help="Override the database_url setting.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error (for a bug report).")
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
-def main(ctx: click.Context, config_file: str | None, database_url: str | None) -> None:
+def main(ctx: click.Context, config_file: str | None, database_url: str | None, debug: bool) -> None:
     """Write newsletter issues in Markdown, render them for every mail client, send them once."""
-    ctx.obj = App(config_file, {"database_url": database_url})
+    ctx.obj = App(config_file, {"database_url": database_url}, debug=debug)
 
 
 for command in (

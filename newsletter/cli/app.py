@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from ..addresses import redact_addresses
 from ..config import Settings, load_settings
 from ..db import Database, first_line
 from ..errors import NewsletterError
@@ -15,29 +17,77 @@ from ..subscribers import SubscriberList
 
 
 class NewsletterGroup(click.Group):
-    """Turns the package's own errors into one line on stderr and exit code 1."""
+    """Turns every error into one `Error:` line on stderr (plus a `Hint:` line saying what
+    to do, where there is one) and exit code 1; no traceback reaches the user. `newsletter
+    --debug ...` shows the traceback of an unexpected error."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own exits and usage errors (exit code 2) print themselves
         except NewsletterError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            if exc.hint:
-                click.echo(f"Hint: {exc.hint}", err=True)
-            ctx.exit(1)
+            fail(ctx, str(exc), exc.hint)
         except OperationalError as exc:
-            click.echo(f"Error: database error: {first_line(exc.orig)}", err=True)
-            ctx.exit(1)
+            fail(ctx, f"database error: {first_line(exc.orig)}", "check database_url and that the database is running")
+        except SQLAlchemyError as exc:
+            fail(ctx, f"database error: {redact_addresses(first_line(getattr(exc, 'orig', None) or exc))}")
+        except OSError as exc:
+            # Files that cannot be read or written, full disks, refused connections.
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(ctx, f"{where}{exc.strerror or first_line(exc)}", _os_hint(exc))
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except ModuleNotFoundError as exc:
+            if exc.name in ("psycopg", "psycopg2"):
+                fail(
+                    ctx,
+                    f"the PostgreSQL driver is not installed (no module named {exc.name!r})",
+                    "pip install 'psycopg[binary]' (newsletter depends on it: reinstall with pip install -e .)",
+                )
+            fail(ctx, f"a module is missing: {exc.name}", "reinstall: pip install -e .")
+        except Exception as exc:
+            if getattr(ctx.obj, "debug", False):
+                raise
+            fail(
+                ctx,
+                f"unexpected {type(exc).__name__}: {redact_addresses(first_line(exc))}",
+                "this is a bug; run the command again with newsletter --debug ... for the traceback, and report it",
+            )
+
+
+def fail(ctx: click.Context, message: str, hint: str | None = None) -> None:
+    click.echo(f"Error: {message}", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+    ctx.exit(1)
+
+
+def _os_hint(exc: OSError) -> str | None:
+    if isinstance(exc, PermissionError):
+        return "check the file's permissions, or choose another path"
+    if exc.errno == errno.ENOSPC:
+        return "free some disk space and run the command again"
+    return None
+
+
+def listen_error(host: str, port: int, exc: OSError) -> NewsletterError:
+    """A port that cannot be listened on, as one line (before anything says it is serving)."""
+    if exc.errno == errno.EADDRINUSE:
+        return NewsletterError(
+            f"cannot listen on {host}:{port}: the port is already in use",
+            hint="stop the program using it, or choose another port with --port",
+        )
+    return NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="choose another --port")
 
 
 class App:
     """Lazily loaded settings and database, shared by every command of one invocation."""
 
-    def __init__(self, config_file: str | None, overrides: dict[str, Any]):
+    def __init__(self, config_file: str | None, overrides: dict[str, Any], debug: bool = False):
         self.config_file = config_file
+        self.debug = debug
         self.overrides = overrides
         self._settings: Settings | None = None
         self._db: Database | None = None

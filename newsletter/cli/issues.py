@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import NewsletterError
-from .app import App, pass_app, recipient_for, resolve_issue
+from .app import App, listen_error, pass_app, recipient_for, resolve_issue
 
 
 @click.group()
@@ -111,7 +111,7 @@ def render(app: App, issue: str, email: str | None, fmt: str, output: str) -> No
 @click.argument("issue")
 @click.option("--subscriber", "email", help="Personalise for this subscriber.")
 @click.option("--serve", is_flag=True, help="Serve on localhost and re-render when files change.")
-@click.option("--port", default=8025, show_default=True)
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--no-browser", is_flag=True, help="Do not open a browser.")
 @pass_app
 def preview(app: App, issue: str, email: str | None, serve: bool, port: int, no_browser: bool) -> None:
@@ -123,7 +123,10 @@ def preview(app: App, issue: str, email: str | None, serve: bool, port: int, no_
     path = resolve_issue(app, issue)
     recipient = recipient_for(app, email)
     if serve:
-        server = PreviewServer(app.settings, path, recipient, port)
+        try:
+            server = PreviewServer(app.settings, path, recipient, port)
+        except OSError as exc:
+            raise listen_error("127.0.0.1", port, exc) from None
         click.echo(
             f"Serving {path} at {server.url} (text at {server.url}text, proof sheet at {server.url}proofs); "
             "Ctrl-C to stop."

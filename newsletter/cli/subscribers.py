@@ -47,31 +47,55 @@ def subscribers_add(app: App, email: str, name: str, tags: tuple[str, ...], stat
     "--rejects",
     "rejects_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write rejected rows with line number and reason to this CSV file.",
+    help="Write rejected rows, as they were plus a reject_reason column, to this CSV file (fix it, import it again).",
 )
+@click.option(
+    "--delimiter",
+    type=click.Choice([",", ";", "tab", "|", "pipe"]),
+    metavar="CHAR",
+    help="Field delimiter: , ; tab or | (default: detected from the header).",
+)
+@click.option("--encoding", help="Text encoding, e.g. utf-8, cp1252, utf-16 (default: detected).")
 @pass_app
 def subscribers_import(
-    app: App, file: Path, tags: tuple[str, ...], status: str, dry_run: bool, rejects_file: Path | None
+    app: App,
+    file: Path,
+    tags: tuple[str, ...],
+    status: str,
+    dry_run: bool,
+    rejects_file: Path | None,
+    delimiter: str | None,
+    encoding: str | None,
 ) -> None:
     """Import a CSV file (ours, a Mailchimp audience export or a listmonk export)."""
-    from ..importer import Importer, write_rejects
+    from ..importer import Importer
 
-    importer = Importer(app.subscribers(), tags=tags, status=status, dry_run=dry_run, source=f"import:{file.name}")
+    importer = Importer(
+        app.subscribers(),
+        tags=tags,
+        status=status,
+        dry_run=dry_run,
+        source=f"import:{file.name}",
+        encoding=encoding,
+        delimiter={"tab": "\t", "pipe": "|"}.get(delimiter or "", delimiter),
+    )
     size = file.stat().st_size
     with click.progressbar(length=size, label="Importing", file=sys.stderr, show_pos=False, show_percent=True) as bar:
-        report = importer.run(file, progress=bar.update)
+        report = importer.run(file, progress=bar.update, rejects_path=rejects_file)
+    if report.format:
+        click.echo(f"Read {file} with {report.format.describe()}.", err=True)
     prefix = "Dry run: would have " if dry_run else ""
     click.echo(
         f"{prefix}added {report.added}, updated {report.updated}, "
         f"unchanged {report.unchanged}, rejected {report.rejected}."
     )
-    for reject in report.rejects[:20]:
+    for reject in report.rejects:
         click.echo(f"  {file}:{reject.line}: {reject.reason}", err=True)
-    if report.rejected > 20:
-        click.echo(f"  ... and {report.rejected - 20} more (use --rejects FILE)", err=True)
-    if rejects_file and report.rejects:
-        write_rejects(rejects_file, report.rejects)
-        click.echo(f"Rejected rows written to {rejects_file}.")
+    if report.rejected > len(report.rejects):
+        more = report.rejected - len(report.rejects)
+        click.echo(f"  ... and {more} more" + ("" if rejects_file else " (use --rejects FILE)"), err=True)
+    if report.rejects_written:
+        click.echo(f"Rejected rows written to {rejects_file}: fix them there and import that file.")
     if report.interrupted:
         raise NewsletterError(
             f"interrupted; rows through line {report.committed_through} were saved",
