@@ -17,7 +17,13 @@ MAX_NAME = 200
 
 
 def normalize_email(raw: str) -> tuple[str, str]:
-    """Return (normalized address, case-insensitive key) or raise DataError."""
+    """Return (normalized address, case-insensitive key) or raise DataError saying why.
+
+    An international domain is kept in its IDNA (punycode) form when the part before the
+    @ is ASCII: that is what goes on the wire, and `user@bücher.example` and
+    `user@xn--bcher-kva.example` are then the same subscriber. A non-ASCII part before the
+    @ is accepted as it is: it is deliverable where the mail server offers SMTPUTF8.
+    """
     candidate = (raw or "").strip()
     if not candidate:
         raise DataError("email address is empty")
@@ -25,7 +31,28 @@ def normalize_email(raw: str) -> tuple[str, str]:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
         raise DataError(f"invalid email address: {exc}") from None
-    return result.normalized, result.normalized.lower()
+    address = result.ascii_email or result.normalized
+    return address, address.lower()
+
+
+def wire_address(address: str) -> str:
+    """The address as sent: a Unicode domain becomes punycode when the local part is ASCII
+    (addresses stored before normalisation did this themselves)."""
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii() or domain.isascii():
+        return address  # a non-ASCII local part needs SMTPUTF8, which takes a Unicode domain as is
+    import idna
+
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
+
+
+def needs_smtputf8(address: str) -> bool:
+    return not address.rpartition("@")[0].isascii()
 
 
 def clean_text(value: str, limit: int = MAX_NAME) -> str:

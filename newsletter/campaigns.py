@@ -1,15 +1,22 @@
-"""Campaigns: create from an issue, send exactly once, resume, cancel, report.
+"""Campaigns: create from an issue, send exactly once, resume, cancel, retry, report.
 
 The sending loop talks to two things only: the CampaignStore (SQL) and an Adapter.
-Exactly-once rests on one rule: a delivery is marked sent in its own transaction the
-moment the adapter reports it accepted. A crash can therefore repeat only messages that
-were accepted but not yet recorded: at most one message per SMTP connection, or one API
-batch for the HTTP providers.
+Exactly-once rests on these rules:
+- a delivery is marked sent in its own transaction the moment the adapter reports it
+  accepted, and only by the worker that still holds its claim (fencing);
+- right before each message goes out, the reader's status, the campaign's status and the
+  claim are checked; a claim found gone stops the batch;
+- an answer lost after the whole message was handed over is `unknown`, never retried
+  blindly; an unreachable server pauses the campaign instead of failing its deliveries.
+A crash can therefore repeat only messages that were accepted but not yet recorded: at
+most one message per SMTP connection, or one API batch for the HTTP providers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import math
 import threading
 import time
@@ -19,11 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .addresses import redact_addresses
 from .chromium import chromium_available
 from .config import Settings
 from .content import Issue, load_issue
-from .contrast import check_issue_contrast
-from .delivery import Adapter, make_adapter
+from .contrast import check_issue_contrast, contrast_findings
+from .delivery import PERMANENT, TRANSIENT, UNKNOWN, Adapter, Result, make_adapter
 from .delivery.base import permanent
 from .errors import ContentError, DataError, DeliveryError, NewsletterError
 from .lint import Linter
@@ -31,8 +39,10 @@ from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
 from .render import Recipient, RenderedIssue, Renderer
 from .review import require_sign_off
-from .store import CampaignStore, Claimed, Summary, worker_id
+from .store import LEFT, LOST, SEND, CampaignStore, Claimed, Recorder, Summary, worker_id
 from .tokens import Tokens
+
+log = logging.getLogger("newsletter.campaigns")
 
 
 @dataclass
@@ -61,16 +71,79 @@ class Composer:
     ) -> Message:
         fields = self.renderer.personal_fields(recipient, campaign_id, self.tokens)
         values = rendered.values_for(recipient, fields)
-        html, text = rendered.fill(values)
-        return self.builder.build(rendered, recipient, html, text, fields, campaign_id, delivery_id, slot_values=values)
+        # The issue's body template: what every reader shares is encoded once per issue.
+        html, text, body = self.builder.template(rendered).fill(values)
+        return self.builder.build(
+            rendered, recipient, html, text, fields, campaign_id, delivery_id, slot_values=values, body=body
+        )
 
 
 PROGRESS_EVERY = 1.0  # seconds between progress reports
 
 
+def _next_pending(order: list[int], position: dict[int, int], pending: set[int], current: int) -> int | None:
+    """The delivery after `current` in claim order that is still to be sent, if any."""
+    index = position.get(current, len(order)) + 1
+    while index < len(order) and order[index] not in pending:
+        index += 1
+    return order[index] if index < len(order) else None
+
+
 def batch_for_rate(batch_size: int, rate: float) -> int:
     """Small batches under a rate cap, so a batch's messages are spread, not bursted."""
     return batch_size if not rate else max(1, min(batch_size, math.ceil(rate / 10)))
+
+
+class OutageWatch:
+    """A run of transient (or unknown) outcomes for different readers, with nothing
+    delivered in between, is the server's problem, not the readers': pause, do not fail."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.readers: set[int | None] = set()
+
+    def observe(self, result: Result) -> None:
+        if result.status not in (TRANSIENT, UNKNOWN):
+            self.readers.clear()
+            return
+        self.readers.add(result.message.delivery_id)
+        if len(self.readers) >= self.limit:
+            raise DeliveryError(
+                f"{len(self.readers)} messages in a row to different readers could not be delivered "
+                f"(last: {redact_addresses(result.reason)}); the server looks unavailable"
+            )
+
+
+class ClaimKeeper:
+    """Renews a batch's claims on a helper thread while the batch is in flight (one answer
+    may take up to smtp_data_timeout, longer than a lease), so no other worker takes a
+    message this one may still be handing over. A renewal that finds any claim gone marks
+    the batch lost: it stops before its next message."""
+
+    def __init__(self, store: CampaignStore, worker: str, pending: set[int], every: float):
+        self.store = store
+        self.worker = worker
+        self.pending = pending
+        self.every = every
+        self.lock = threading.RLock()  # held while `pending` and the rows it names change
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="claim-renewal", daemon=True)
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.every):
+            with self.lock:
+                if self.pending and self.store.renew(sorted(self.pending), self.worker) < len(self.pending):
+                    self.lost.set()
+                    return
 
 
 class Sender:
@@ -91,6 +164,10 @@ class Sender:
         self.progress = progress
         self.worker = worker_id()
         self._stop = stop or threading.Event()
+        self.late = 0  # answers this sender learned after losing the claim
+        self._recorder: Recorder | None = None
+        self._prefetched: tuple[int, str] | None = None  # (delivery, its check) from the last record
+        self.claims_lost = 0  # batches stopped because their claim had passed to another worker
 
     @property
     def stop_requested(self) -> bool:
@@ -101,100 +178,169 @@ class Sender:
 
     def run(self, campaign_id: int, pause_on_stop: bool = True) -> Summary:
         """Send until the queue is empty or a stop is requested; a worker stopping passes
-        pause_on_stop=False, since other workers carry on with the campaign."""
+        pause_on_stop=False, since other workers carry on with the campaign. An outage
+        (DeliveryError) pauses the campaign with its deliveries still queued, and is raised."""
         campaign = self.store.get(campaign_id)
         if campaign.status in ("done", "cancelled"):
             return self.store.summary(campaign_id)
         rendered = RenderedIssue.from_snapshot(campaign.snapshot)
         self.store.release_dead_claims(campaign_id)
+        self.store.skip_already_received(campaign)
         self.store.set_status(campaign_id, "running")
         rate = campaign.rate or self.settings.rate
         started, reported = time.monotonic(), 0.0
         summary = self.store.summary(campaign_id)
         total, sent_before = summary.total, summary.counts["sent"]
         counts = {"sent": sent_before, "failed": summary.counts["failed"]}
-        with self.adapter:
-            while not self.stop_requested:
-                if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
-                    break
-                claimed = self.store.claim(campaign_id, self.worker, batch_for_rate(self.settings.batch_size, rate))
-                if not claimed:
-                    queued, next_try = self.store.remaining(campaign_id)
-                    if queued == 0:
-                        self.store.set_status(campaign_id, "done")
-                        break
-                    self.store.release_dead_claims(campaign_id)
-                    self._wait_until(next_try)
-                    continue
-                if rate:
-                    self._pace(campaign_id, len(claimed), rate)
-                    if self.stop_requested:
-                        self.store.release([row.delivery_id for row in claimed])
-                        break
-                for result in self._send(rendered, campaign_id, claimed):
-                    if result.accepted:
-                        counts["sent"] += 1
-                    elif result.status == "permanent":
-                        counts["failed"] += 1
-                if self.progress and time.monotonic() - reported >= PROGRESS_EVERY:
-                    reported = time.monotonic()
-                    queued, _ = self.store.remaining(campaign_id)  # a count over the campaign: not per batch
-                    elapsed = time.monotonic() - started
-                    self.progress(
-                        Progress(
-                            total,
-                            total - queued,
-                            counts["sent"],
-                            counts["failed"],
-                            (counts["sent"] - sent_before) / elapsed if elapsed else 0.0,
-                        )
-                    )
-        if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":
-            self.store.set_status(campaign_id, "paused")
-        return self.store.summary(campaign_id)
-
-    def _send(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]):
-        """Send one claimed batch, recording each result as it arrives."""
-        pending = {row.delivery_id for row in claimed}
-        results = self.adapter.send(self._compose_ahead(rendered, campaign_id, claimed))
-        renew_after = self.settings.claim_lease / 2
-        claimed_at = time.monotonic()
+        watch = OutageWatch(self.settings.pause_after_failures)
+        self._recorder = self.store.recorder(self.worker, self.settings.synchronous_commit)
         try:
-            for result in results:
-                self.store.record(result, campaign_id, self.settings.max_attempts, self.settings.retry_base_delay)
-                pending.discard(result.message.delivery_id)
-                if time.monotonic() - claimed_at > renew_after:
-                    self.store.renew(sorted(pending), self.worker)
-                    claimed_at = time.monotonic()
-                yield result
-                if self.stop_requested:
-                    break
+            with self.adapter:
+                while not self.stop_requested:
+                    if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
+                        break
+                    claimed = self.store.claim(campaign_id, self.worker, batch_for_rate(self.settings.batch_size, rate))
+                    if not claimed:
+                        queued, next_try = self.store.remaining(campaign_id)
+                        if queued == 0:
+                            self.store.set_status(campaign_id, "done")
+                            break
+                        self.store.release_dead_claims(campaign_id)
+                        self._wait_until(next_try)
+                        continue
+                    if rate:
+                        self._pace(campaign_id, len(claimed), rate)
+                        if self.stop_requested:
+                            self.store.release([row.delivery_id for row in claimed], self.worker)
+                            break
+                    for result in self._send(rendered, campaign_id, claimed):
+                        watch.observe(result)
+                        if result.accepted:
+                            counts["sent"] += 1
+                        elif result.status == PERMANENT:
+                            counts["failed"] += 1
+                    if self.progress and time.monotonic() - reported >= PROGRESS_EVERY:
+                        reported = time.monotonic()
+                        queued, _ = self.store.remaining(campaign_id)  # a count over the campaign: not per batch
+                        elapsed = time.monotonic() - started
+                        self.progress(
+                            Progress(
+                                total,
+                                total - queued,
+                                counts["sent"],
+                                counts["failed"],
+                                (counts["sent"] - sent_before) / elapsed if elapsed else 0.0,
+                            )
+                        )
         except DeliveryError:
             self.store.set_status(campaign_id, "paused")
             raise
         finally:
-            results.close()
-            self.store.release(sorted(pending))
+            self._recorder.close()
+        if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":
+            self.store.set_status(campaign_id, "paused")
+        return self.store.summary(campaign_id)
 
-    def _compose_ahead(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]) -> Iterator[Message]:
+    def _send(self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed]) -> Iterator[Result]:
+        """Send one claimed batch, recording each result as it arrives. `pending` holds the
+        deliveries this sender still holds and has no answer for; whatever is left in it
+        at the end (a stop, a lost claim, an error) goes back to the queue."""
+        pending = {row.delivery_id for row in claimed}
+        order = [row.delivery_id for row in claimed]
+        position = {delivery_id: index for index, delivery_id in enumerate(order)}
+        self._prefetched = None
+        with ClaimKeeper(self.store, self.worker, pending, self.settings.claim_lease / 3) as keeper:
+
+            def record(result: Result) -> None:
+                """Runs in the thread that sent the message, before its connection takes the
+                next one. One connection: the next message's check rides in the same commit."""
+                delivery_id = result.message.delivery_id
+                with keeper.lock:
+                    marked = False
+                    if result.accepted and delivery_id is not None:
+                        following = (
+                            None if self.adapter.parallel else _next_pending(order, position, pending, delivery_id)
+                        )
+                        marked, verdict = self._recorder.mark_sent(delivery_id, result.provider_id, following)
+                        if marked and verdict is not None:
+                            self._prefetched = (following, verdict)
+                    if not marked and not self.store.record(
+                        result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
+                    ):
+                        self.late += 1
+                    pending.discard(delivery_id)
+
+            composed = self._compose_ahead(rendered, campaign_id, claimed, keeper)
+            results = self.adapter.send(self._checked(composed, keeper), record=record)
+            try:
+                yield from results
+            finally:
+                results.close()
+                with keeper.lock:
+                    self.store.release(sorted(pending), self.worker)
+
+    def _checked(self, messages: Iterator[Message], keeper: ClaimKeeper) -> Iterator[Message]:
+        """Hand each message to the adapter only after checking, right then, that the
+        reader is still subscribed, the campaign still running and the claim still ours.
+        A claim found gone (here, or by the renewal thread) stops the batch at once."""
+        for message in messages:
+            if self.stop_requested:
+                return
+            verdict = LOST if keeper.lost.is_set() else self._verdict(message.delivery_id)
+            if verdict == SEND:
+                yield message
+            elif verdict == LEFT:
+                with keeper.lock:
+                    self.store.skip_left(message.delivery_id, self.worker)
+                    keeper.pending.discard(message.delivery_id)
+            elif verdict == LOST:
+                self._lost_claim(message)
+                return
+            else:  # HALTED: cancelled or paused
+                return
+
+    def _verdict(self, delivery_id: int) -> str:
+        """check_before_send, taken from the previous message's commit when it came along."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == delivery_id:
+            return prefetched[1]
+        return self._recorder.check(delivery_id)
+
+    def _lost_claim(self, message: Message) -> None:
+        self.claims_lost += 1
+        log.warning(
+            "campaign %s: this worker's claim on delivery %s passed to another worker; batch stopped",
+            message.headers.get("X-Newsletter-Campaign", "?"),
+            message.delivery_id,
+        )
+
+    def _compose_ahead(
+        self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], keeper: ClaimKeeper
+    ) -> Iterator[Message]:
         """Messages in order, built (MIME bytes included) on a helper thread while the
-        adapter waits for the server's replies; a reader whose personalisation fails gets a
-        permanent failure, and the batch goes on."""
+        adapter waits for the server's replies. Whatever goes wrong building one reader's
+        message (personalisation, an address, signing) fails that delivery alone."""
 
-        def build(row: Claimed) -> Message | ContentError:
+        def build(row: Claimed) -> Message | str:
             recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes, row.token)
             try:
                 message = self.composer.compose(rendered, recipient, campaign_id, row.delivery_id)
+                message.as_wire()  # MIME bytes and their SMTP form, cached on the message
             except ContentError as exc:
-                return exc
-            message.as_bytes()  # cached on the message
+                return str(exc)
+            except Exception as exc:  # noqa: BLE001 - one reader's message must not stop the campaign
+                return f"could not build this message: {type(exc).__name__}: {exc}"
             return message
 
         with ThreadPoolExecutor(1, thread_name_prefix="compose") as helper:
             for row, built in zip(claimed, helper.map(build, claimed), strict=True):
-                if isinstance(built, ContentError):
+                if isinstance(built, str):
                     failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
-                    self.store.record(permanent(failed, str(built), bounce=False), campaign_id, 1, 0)
+                    with keeper.lock:
+                        self.store.record(
+                            permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
+                        )
+                        keeper.pending.discard(row.delivery_id)
                     continue
                 yield built
 
@@ -208,8 +354,31 @@ class Sender:
         self._stop.wait(min(max(delay, 0.05), 1.0))
 
 
+@dataclass
+class SendPlan:
+    """What `send ISSUE` will do, decided before anything is sent or asked."""
+
+    issue: Issue
+    rendered: RenderedIssue
+    resume: Campaign | None  # an unfinished campaign of this issue: continue it
+    segment: list[str]
+    total: int  # active subscribers in the segment
+    already: int  # of them, how many were already sent this issue (in any campaign)
+    previous: list[Campaign]
+    repeat: bool  # --again: send to those who already got it too
+
+    @property
+    def count(self) -> int:
+        """Deliveries a new campaign would queue."""
+        return self.total if self.repeat else self.total - self.already
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.segment) or "all active subscribers"
+
+
 class Campaigns:
-    """What `newsletter send` and `newsletter campaigns ...` call."""
+    """What `newsletter send` and `newsletter campaigns ...` call: every decision lives here."""
 
     def __init__(self, settings: Settings, store: CampaignStore):
         self.settings = settings
@@ -217,59 +386,111 @@ class Campaigns:
 
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
-        findings = Linter(self.settings).lint(issue_path)
+        linter = Linter(self.settings)
+        findings = linter.lint(issue_path)
         if not force and chromium_available():  # `lint --contrast`, wherever a browser can measure it
-            findings += check_issue_contrast(self.settings, issue_path)
+            if linter.rendered is not None:  # measure the lint's render: CSS is inlined once per issue
+                findings += contrast_findings(self.settings, linter.rendered, linter.issue)
+            else:
+                findings += check_issue_contrast(self.settings, issue_path)
         errors = [finding for finding in findings if finding.severity == "error"]
         if errors and not force:
             raise DataError(
                 f"the issue has {len(errors)} lint error(s); first: {errors[0]}",
                 hint=f"run: newsletter lint {issue_path}  (or send with --force)",
             )
+        if linter.issue is not None and linter.rendered is not None:  # the lint's render: CSS inlined once
+            return linter.issue, linter.rendered
         issue = load_issue(issue_path)
         return issue, Renderer(self.settings).render(issue)
 
     def segment_for(self, issue: Issue, segment: tuple[str, ...]) -> list[str]:
-        return sorted(segment) if segment else sorted(issue.segment)
+        if segment:
+            self.check_tags(segment)
+            return sorted(segment)
+        return sorted(issue.segment)
 
-    def open_campaign(self, slug: str, again: bool) -> Campaign | None:
-        """An unfinished campaign of this issue, to resume; refuse to silently send twice."""
-        latest = self.store.latest_for(slug)
-        if latest is None:
-            return None
-        if latest.status == "scheduled":
+    def check_tags(self, tags: tuple[str, ...] | list[str]) -> None:
+        """A tag nobody carries is a typo far more often than an empty segment."""
+        existing = self.store.tags_in_use()
+        for tag in tags:
+            if tag in existing:
+                continue
+            close = difflib.get_close_matches(tag, existing, n=len(existing), cutoff=0.0)
+            shown = ", ".join(close[:12]) + (", ..." if len(close) > 12 else "")
             raise DataError(
-                f"issue '{slug}' is scheduled as campaign {latest.id} for "
-                f"{latest.scheduled_at.isoformat(timespec='minutes') if latest.scheduled_at else 'later'}",
-                hint=f"to send it now instead: newsletter campaigns resume {latest.id}",
+                f"no subscriber has the tag '{tag}'",
+                hint=f"tags in use (closest first): {shown}" if existing else "no subscriber has any tag yet",
             )
-        if latest.status in ("running", "paused"):
-            return latest
-        if latest.status == "done" and not again:
+
+    def plan_send(
+        self, issue_path: Path, segments: tuple[str, ...] = (), again: bool = False, force: bool = False
+    ) -> SendPlan:
+        """Resume the unfinished campaign of this issue, or plan a new one that leaves out
+        everyone who already received the issue (all of them with --again)."""
+        issue, rendered = self.prepare(issue_path, force=force)
+        open_ = self.store.open_campaigns(rendered.slug)
+        previous = self.store.campaigns_of(rendered.slug)
+        if open_:
+            latest = open_[-1]
+            if latest.status == "scheduled":
+                when = latest.scheduled_at.isoformat(timespec="minutes") if latest.scheduled_at else "later"
+                raise DataError(
+                    f"issue '{rendered.slug}' is scheduled as campaign {latest.id} for {when}",
+                    hint=f"to send it now instead: newsletter campaigns resume {latest.id}",
+                )
+            return SendPlan(issue, rendered, latest, list(latest.segment or []), 0, 0, previous, latest.repeat)
+        segment = self.segment_for(issue, segments)
+        total = self.store.count_recipients(segment)
+        already = self.store.already_received(rendered.slug, segment) if previous else 0
+        plan = SendPlan(issue, rendered, None, segment, total, already, previous, again)
+        if total == 0:
+            raise DataError(f"no active subscribers in segment {plan.label}")
+        if plan.count == 0:
+            ids = ", ".join(str(campaign.id) for campaign in previous)
             raise DataError(
-                f"issue '{slug}' was already sent as campaign {latest.id}",
-                hint="pass --again to send it as a new campaign",
+                f"everyone in {plan.label} already received '{rendered.slug}' (campaign {ids})",
+                hint="to send it to them a second time: add --again",
             )
-        return None
+        return plan
 
     def create(
         self,
-        rendered: RenderedIssue,
-        segment: list[str],
-        adapter: str,
-        rate: float,
+        plan: SendPlan | RenderedIssue,
+        segment: list[str] | None = None,
+        adapter: str | None = None,
+        rate: float | None = None,
         scheduled_at: datetime | None = None,
     ) -> tuple[Campaign, int]:
+        if isinstance(plan, RenderedIssue):  # create(rendered, segment, ...): a new campaign, no repeats
+            rendered, repeat = plan, False
+        else:
+            rendered, segment, repeat = plan.rendered, plan.segment, plan.repeat
+        adapter = adapter or self.settings.adapter
         if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
             self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
         require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
-        campaign, count = self.store.create(rendered, segment, adapter, rate, scheduled_at)
+        campaign, count = self.store.create(
+            rendered, segment or [], adapter, self.settings.rate if rate is None else rate, scheduled_at, repeat
+        )
         if count == 0:
             self.store.set_status(campaign.id, "done")
-            raise DataError(f"no active subscribers in segment {', '.join(segment) or '(all)'}")
+            raise DataError(f"no active subscribers in segment {', '.join(segment or []) or '(all)'}")
         return campaign, count
 
-    def send_proofs(self, rendered: RenderedIssue, addresses: tuple[str, ...], adapter: Adapter) -> list[str]:
+    def describe_adapter(self, name: str | None = None) -> str:
+        """Which adapter a send would use and where the mail goes, checking its settings."""
+        name = name or self.settings.adapter
+        adapter = make_adapter(self.settings, name, folder="campaign-N")  # ConfigError if a setting is missing
+        if name != "outbox":
+            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+        if name == "outbox":
+            return f"outbox: .eml files under {Path(self.settings.outbox_dir) / 'campaign-N'}/ (nothing is mailed)"
+        if name == "smtp":
+            return f"smtp: the mail server {adapter.where}"
+        return f"{name}: the provider API at {adapter.base_url}"
+
+    def send_proofs(self, rendered: RenderedIssue, addresses: tuple[str, ...], adapter: Adapter) -> list[Result]:
         """Proof copies for staff: real messages, no deliveries, subject marked [TEST]."""
         from .addresses import normalize_email
 
@@ -278,18 +499,35 @@ class Campaigns:
         messages = [
             composer.compose(proof, Recipient(0, normalize_email(address)[0], "", {}), None) for address in addresses
         ]
-        problems = []
         with adapter:
-            for result in adapter.send(messages):
-                if not result.accepted:
-                    problems.append(f"{result.message.to_email}: {result.reason}")
-        return problems
+            return list(adapter.send(messages))
 
     def cancel(self, campaign_id: int) -> None:
         campaign = self.store.get(campaign_id)
         if campaign.status in ("done", "cancelled"):
             raise NewsletterError(f"campaign {campaign_id} is already {campaign.status}")
         self.store.set_status(campaign_id, "cancelled")
+
+    def reopen(self, campaign_id: int) -> Campaign:
+        """Make a stopped campaign sendable again (a cancelled one too, to finish it)."""
+        campaign = self.store.get(campaign_id)
+        if campaign.status == "cancelled":
+            others = [c for c in self.store.open_campaigns(campaign.slug) if c.id != campaign_id]
+            if others:
+                raise DataError(
+                    f"campaign {others[-1].id} of the same issue is {others[-1].status}",
+                    hint=f"finish that one: newsletter campaigns resume {others[-1].id}",
+                )
+            self.store.set_status(campaign_id, "paused")
+        return self.store.get(campaign_id)
+
+    def retry(self, campaign_id: int, include_unknown: bool) -> tuple[Campaign, int, int]:
+        """Queue again what failed for transient reasons (and the unknown ones on request)."""
+        campaign = self.store.get(campaign_id)
+        transient_count, unknown_count = self.store.requeue(campaign_id, include_unknown)
+        if transient_count + unknown_count and campaign.status in ("done", "cancelled"):
+            self.store.set_status(campaign_id, "paused")
+        return self.store.get(campaign_id), transient_count, unknown_count
 
     def sender(
         self,

@@ -59,6 +59,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp_url", "", str, "smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465", secret=True),
     Option("smtp_pool", 1, int, "Number of SMTP connections used in parallel"),
     Option("smtp_timeout", 30.0, float, "SMTP socket timeout in seconds"),
+    Option(
+        "smtp_data_timeout",
+        600.0,
+        float,
+        "Seconds to wait for the reply after a message's final '.' (RFC 5321 4.5.3.2: 10 minutes)",
+    ),
     Option("postmark_token", "", str, "Postmark server token", secret=True),
     Option("postmark_api_url", "https://api.postmarkapp.com", str, "Postmark API base URL"),
     Option("postmark_message_stream", "broadcast", str, "Postmark message stream"),
@@ -73,9 +79,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate", 0.0, float, "Messages per second cap (0 = unlimited)"),
     Option("max_attempts", 5, int, "Attempts per message before a transient failure becomes final"),
     Option("retry_base_delay", 2.0, float, "First retry delay in seconds (doubles each attempt, with jitter)"),
-    Option("batch_size", 50, int, "Deliveries claimed per batch"),
+    Option("batch_size", 200, int, "Deliveries claimed per batch (one claim query per batch)"),
+    Option(
+        "pause_after_failures",
+        10,
+        int,
+        "Consecutive transient failures, for different readers, that pause a campaign as an outage",
+    ),
     Option(
         "claim_lease", 300.0, float, "Seconds a worker's claim on a batch lasts; then another worker may take it over"
+    ),
+    Option(
+        "synchronous_commit",
+        False,
+        bool,
+        "PostgreSQL: make each message's 'sent' commit wait for the server's disk (off: a server crash can "
+        "lose its last fraction of a second; a sender crash loses nothing)",
     ),
     Option(
         "topics",
@@ -169,6 +188,7 @@ class Settings:
     smtp_url: str
     smtp_pool: int
     smtp_timeout: float
+    smtp_data_timeout: float
     postmark_token: str
     postmark_api_url: str
     postmark_message_stream: str
@@ -184,7 +204,9 @@ class Settings:
     max_attempts: int
     retry_base_delay: float
     batch_size: int
+    pause_after_failures: int
     claim_lease: float
+    synchronous_commit: bool
     topics: str
     consent_text: str
     subscribe_rate_limit: str
@@ -337,9 +359,12 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(f"setting 'dns_resolver' ({where('dns_resolver')}) must be HOST:PORT, e.g. 127.0.0.1:53")
     if values["claim_lease"] < 5:
         raise ConfigError(f"setting 'claim_lease' ({where('claim_lease')}) must be at least 5 seconds")
-    for name in ("smtp_pool", "max_attempts", "batch_size"):
+    for name in ("smtp_pool", "max_attempts", "batch_size", "pause_after_failures"):
         if values[name] < 1:
             raise ConfigError(f"setting '{name}' ({where(name)}) must be at least 1")
+    for name in ("smtp_timeout", "smtp_data_timeout", "http_timeout"):
+        if values[name] <= 0:
+            raise ConfigError(f"setting '{name}' ({where(name)}) must be more than 0 seconds")
     if not 1 <= values["reading_grade"] <= 20:
         raise ConfigError(f"setting 'reading_grade' ({where('reading_grade')}) must be a school grade from 1 to 20")
     if values["rate"] < 0:

@@ -27,6 +27,7 @@ from .tokens import Tokens
 
 GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_MAX = 78
+SUBJECT_LIMIT = 150  # past this, inboxes cut it off and some servers refuse the header
 OUTDATED_CRISIS = re.compile(r"1?-?\(?800\)?[-. ]?273[-. ]?(TALK|8255)|273-TALK", re.I)
 # "[Subscribe Now]" but not a Markdown link "[text](url)" or reference "[text][ref]".
 PLACEHOLDER = re.compile(r"(?<![!\]\\])\[([A-Z][^\[\]\n]{0,100})\](?![(\[:])")
@@ -66,8 +67,13 @@ class Linter:
         self.renderer = Renderer(settings)
         self.check_links = check_links
         self.link_timeout = link_timeout
+        # What the last lint loaded and rendered (None where it stopped short), so that a
+        # send renders and inlines the issue once, not once to lint and once to send.
+        self.issue: Issue | None = None
+        self.rendered: RenderedIssue | None = None
 
     def lint(self, path: str | Path) -> list[Finding]:
+        self.issue = self.rendered = None
         problems: list[ContentError] = []
         try:
             issue = load_issue(path, problems)
@@ -86,6 +92,8 @@ class Linter:
             rendered = self.renderer.render(issue)
         except ContentError as exc:  # a refused script URL names its own rule
             return _finish(findings + [_from_error(exc, getattr(exc, "rule", "template"))])
+        if not problems:  # parsed as a send parses it (nothing mended): a send may reuse this render
+            self.issue, self.rendered = issue, rendered
         findings += self._expressions(issue, rendered)
         fields = self.renderer.personal_fields(SAMPLE_RECIPIENT, 0, Tokens(self.settings.secret_key or "lint"))
         html, text = rendered.fill(rendered.values_for(SAMPLE_RECIPIENT, fields, errors={}))
@@ -112,6 +120,16 @@ class Linter:
         findings = []
         if not issue.subject:
             findings.append(Finding("error", where, "missing subject: add a 'subject:' line", "subject"))
+        elif len(issue.subject) > SUBJECT_LIMIT:
+            findings.append(
+                Finding(
+                    "error",
+                    where,
+                    f"subject is {len(issue.subject)} characters; shorten it to at most {SUBJECT_LIMIT} "
+                    f"(under {SUBJECT_MAX} reads best)",
+                    "subject-length",
+                )
+            )
         elif len(issue.subject) > SUBJECT_MAX:
             findings.append(
                 Finding(

@@ -8,15 +8,22 @@ encoded as RFC 2047 words, so nothing a subscriber typed can become a header.
 from __future__ import annotations
 
 import binascii
+import functools
+import hashlib
+import hmac
+import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 
+from .addresses import wire_address
 from .config import Settings
 from .errors import ConfigError
-from .render import Recipient, RenderedIssue
+from .render import Recipient, RenderedIssue, escape_attribute, escape_text, rewrap_long_lines
 from .verp import ReturnPaths
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -56,9 +63,14 @@ class Message:
     rendered: RenderedIssue | None = field(default=None, repr=False)
     slot_values: dict[str, str] | None = field(default=None, repr=False)
     _bytes: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
     dkim: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)  # selector, domain, key
     # MAIL FROM (Return-Path): the per-delivery VERP address when bounce_address is set.
     envelope_sender: str = ""
+    # (boundary, MIME body, the body dot-stuffed for SMTP) from the issue's BodyTemplate:
+    # the same bytes _serialise would write, the parts every reader shares encoded once.
+    body: tuple[str, bytes, bytes] | None = field(default=None, repr=False, compare=False)
+    _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def envelope_from(self) -> str:
@@ -66,7 +78,25 @@ class Message:
 
     @property
     def to_header(self) -> str:
-        return formataddr((" ".join(self.to_name.split()), self.to_email), charset="utf-8")
+        name = " ".join(self.to_name.split())
+        if self.to_email.isascii():
+            return formataddr((name, self.to_email), charset="utf-8")
+        # RFC 6532 (SMTPUTF8): the address goes as UTF-8; the name is still an encoded word.
+        shown = formataddr((name, "x@x"), charset="utf-8").rpartition(" <")[0] if name else ""
+        return f"{shown} <{self.to_email}>" if shown else f"<{self.to_email}>"
+
+    def as_wire(self) -> bytes:
+        """The bytes as SMTP's DATA carries them: lines starting with "." doubled (RFC 5321
+        4.5.2), then the final ".". Our messages start with a header and use CRLF
+        throughout, so a plain replace is the whole of the transparency procedure."""
+        if self._wire is None:
+            data = self.as_bytes()  # sets _head: the header block (DKIM signature included)
+            if self.body is not None:
+                body = self.body[2]
+            else:
+                body = _dot_stuffed(data[len(self._head) :])
+            self._wire = _dot_stuffed(self._head) + body + b".\r\n"
+        return self._wire
 
     def as_bytes(self) -> bytes:
         """The MIME bytes, built once (the campaign builds them ahead, on a helper thread)."""
@@ -81,7 +111,7 @@ class Message:
         about 4 ms per message parsing its own headers; the tests parse every message
         we produce with the email package to hold this to the standard.
         """
-        boundary = f"=_nl{secrets.token_hex(12)}"
+        boundary, body = self.body[:2] if self.body else _mime_body(self.text, self.html)
         lines = [
             f"From: {_header_value(self.from_address, address=True)}",
             f"To: {self.to_header}",
@@ -89,45 +119,34 @@ class Message:
         if self.reply_to:
             lines.append(f"Reply-To: {_header_value(self.reply_to, address=True)}")
         lines += [
-            f"Subject: {_header_value(self.subject)}",
-            f"Date: {formatdate(usegmt=True)}",
+            f"Subject: {_header_value(self.subject, text=True)}",
+            f"Date: {_date()}",
         ]
         lines += [f"{name}: {_header_value(value)}" for name, value in self.headers.items()]
         lines += [
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{boundary}"',
             "",
-            f"--{boundary}",
-            'Content-Type: text/plain; charset="utf-8"',
-            "Content-Transfer-Encoding: quoted-printable",
             "",
         ]
-        head = "\r\n".join(lines).encode("ascii") + b"\r\n"
-        data = b"".join(
-            (
-                head,
-                _quoted_printable(self.text),
-                f"\r\n--{boundary}\r\n".encode(),
-                b'Content-Type: text/html; charset="utf-8"\r\n',
-                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-                _quoted_printable(self.html),
-                f"\r\n--{boundary}--\r\n".encode(),
-            )
-        )
+        head = "\r\n".join(lines).encode("utf-8")  # UTF-8 only in an SMTPUTF8 address
+        data = head + body
         if self.dkim:
-            data = dkim_sign(data, self.dkim)
+            signature = dkim_signature(data, self.dkim)
+            data, head = signature + data, signature + head
+        self._head = head
         return data
 
 
-def dkim_sign(data: bytes, dkim_key: tuple[bytes, bytes, bytes]) -> bytes:
-    """Prepend a DKIM-Signature covering DKIM_HEADERS, oversigning DKIM_OVERSIGNED."""
+def dkim_signature(data: bytes, dkim_key: tuple[bytes, bytes, bytes]) -> bytes:
+    """The DKIM-Signature header for `data`, covering DKIM_HEADERS and oversigning DKIM_OVERSIGNED."""
     import dkim
 
     selector, domain, key = dkim_key
     # Each of DKIM_HEADERS once (an absent one is thereby signed as absent), then the
     # oversigned ones again: one more instance than any message of ours carries.
     headers = [*DKIM_HEADERS, *DKIM_OVERSIGNED]
-    return dkim.sign(data, selector, domain, key, include_headers=headers) + data
+    return dkim.sign(data, selector, domain, key, include_headers=headers)
 
 
 def load_dkim(settings: Settings) -> tuple[bytes, bytes, bytes] | None:
@@ -142,21 +161,206 @@ def load_dkim(settings: Settings) -> tuple[bytes, bytes, bytes] | None:
     return settings.dkim_selector.encode(), settings.from_domain.encode(), key
 
 
-def _header_value(value: str, address: bool = False) -> str:
-    """ASCII header text; CR/LF can never pass, non-ASCII becomes RFC 2047 encoded words."""
+FOLD_AT = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998 octets
+LONGEST_WORD = 900  # an unbroken word this long still fits a 998-octet line after any header name
+
+
+def _header_value(value: str, address: bool = False, text: bool = False) -> str:
+    """ASCII header text; CR/LF can never pass, non-ASCII becomes RFC 2047 encoded words.
+    Free text (`text`: the subject) is also folded when long; structured values (URLs,
+    ids) are never encoded and stay on their line (they are far below 998 octets)."""
     value = " ".join(value.split())
-    if value.isascii():
+    if value.isascii() and (len(value) <= FOLD_AT or not text):
         return value
+    return _folded(value, address)
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(value: str, address: bool) -> str:
     if address:
         name, addr = parseaddr(value)
         return formataddr((name, addr), charset="utf-8")
-    return Header(value, "utf-8").encode(linesep="\r\n")
+    if value.isascii() and all(len(word) <= LONGEST_WORD for word in value.split()):
+        # Plain folding at ", ; " and spaces keeps the header as it is: List-Unsubscribe's
+        # URLs (RFC 2369, RFC 8058) must never become encoded words; a word longer than 78
+        # simply gets a line of its own (lines may reach 998 octets).
+        return _fold_ascii(value)
+    # A word too long for any line (or non-ASCII text): encoded words, split anywhere.
+    return Header(value, "utf-8", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+
+
+def _dot_stuffed(lines: bytes) -> bytes:
+    """RFC 5321 4.5.2 for bytes that start at a line start: a line's leading "." doubled."""
+    stuffed = lines.replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+_NOT_A_BREAK = re.compile(r"[^;, \t]")
+
+
+def _fold_ascii(value: str) -> str:
+    """email.header's plain folding of an ASCII value, computed once per *shape*: where it
+    folds depends only on where the value has its break characters (";, \t"), so the
+    List-Unsubscribe of every reader (same links, different tokens) shares one fold. Any
+    fold that is not a plain CRLF insertion is left to email.header itself."""
+    shape = _NOT_A_BREAK.sub("a", value)
+    lines = _fold_shape(shape).split("\r\n")
+    if "".join(lines) != shape:
+        return Header(value, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+    folded, start = [], 0
+    for line in lines:
+        folded.append(value[start : start + len(line)])
+        start += len(line)
+    return "\r\n".join(folded)
+
+
+@functools.lru_cache(maxsize=64)
+def _fold_shape(shape: str) -> str:
+    return Header(shape, "us-ascii", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+
+
+def _mime_body(text: str, html: str) -> tuple[str, bytes]:
+    """(boundary, body): the text part, then the HTML part, both quoted-printable."""
+    boundary = _boundary()
+    head, middle, tail = _part_separators(boundary)
+    return boundary, b"".join((head, _quoted_printable(text), middle, _quoted_printable(html), tail))
+
+
+def _boundary() -> str:
+    # "=_" never occurs in quoted-printable text ("=" is always "=3D" or a soft break).
+    return f"=_nl{secrets.token_hex(12)}"
+
+
+def _part_separators(boundary: str) -> tuple[bytes, bytes, bytes]:
+    def part(kind: str) -> bytes:
+        return (
+            f'--{boundary}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+
+    return part("plain"), b"\r\n" + part("html"), f"\r\n--{boundary}--\r\n".encode()
+
+
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _date() -> str:
+    """The Date header, formatted once per second rather than once per message."""
+    global _last_date
+    now = int(time.time())
+    if _last_date[0] != now:
+        _last_date = (now, formatdate(now, usegmt=True))
+    return _last_date[1]
 
 
 def _quoted_printable(text: str) -> bytes:
     body = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
     # binascii's encoder is C; it keeps the CRLF line ends and soft-wraps at 76 columns.
     return binascii.b2a_qp(body, quotetabs=False, istext=True, header=False)
+
+
+def _quoted_printable_lines(text: str, final: bool) -> bytes:
+    """Quoted-printable for whole lines cut out of a document: exactly the bytes they get
+    when the document is encoded in one piece. b2a_qp works line by line; only two things
+    look past a line: it takes the line ending (and so the soft break) from the first line
+    end it sees, and it treats the last line of its input as the end of the document.
+    `final`: these are the last lines of a document that has line ends before them."""
+    if final and "\n" not in text:  # a CRLF to find, as the whole document has one
+        return _quoted_printable("\n" + text)[2:]
+    return _quoted_printable(text)
+
+
+class _Document:
+    """One body part (text or HTML) of an issue, cut at line ends into runs of lines that
+    are the same for every reader (kept encoded) and lines that hold a personal value."""
+
+    def __init__(self, parts: list[str], markers: frozenset[str], escape: Callable[[str, str], str], rewrap: bool):
+        self.escape = escape
+        self.rewrap = rewrap
+        lines: list[tuple[list[str], bool]] = []  # (parts of one line, holds a marker)
+        current: list[str] = []
+        personal = False
+        for part in parts:
+            if part in markers:
+                current.append(part)
+                personal = True
+                continue
+            *complete, rest = part.split("\n")
+            for chunk in complete:
+                current.append(chunk + "\n")
+                lines.append((current, personal))
+                current, personal = [], False
+            if rest:
+                current.append(rest)
+        if current:
+            lines.append((current, personal))
+        # Runs of lines: fixed ones become (text, encoded); personal ones stay parts.
+        self.pieces: list[tuple[str, tuple[bytes, bytes]] | tuple[list[str], bool]] = []
+        index = 0
+        while index < len(lines):
+            kind = lines[index][1]
+            run: list[str] = []
+            while index < len(lines) and lines[index][1] == kind:
+                run += lines[index][0]
+                index += 1
+            # The last run of a document it does not start (a document of one run is
+            # encoded exactly as a whole document is).
+            final = index == len(lines) and bool(self.pieces)
+            if kind:
+                self.pieces.append((run, final))
+            else:
+                text = "".join(run)
+                if rewrap:
+                    text = rewrap_long_lines(text)
+                encoded = _quoted_printable_lines(text, final)
+                self.pieces.append((text, (encoded, _dot_stuffed(encoded))))
+
+    def fill(self, values: dict[str, str]) -> tuple[str, list[bytes], list[bytes]]:
+        """This reader's document, its quoted-printable pieces and those dot-stuffed."""
+        texts: list[str] = []
+        encoded: list[bytes] = []
+        stuffed: list[bytes] = []
+        for piece, second in self.pieces:
+            if isinstance(second, tuple):
+                texts.append(piece)
+                encoded.append(second[0])
+                stuffed.append(second[1])
+                continue
+            text = "".join(self.escape(part, values[part]) if part in values else part for part in piece)
+            if self.rewrap:
+                text = rewrap_long_lines(text)
+            texts.append(text)
+            lines = _quoted_printable_lines(text, second)
+            encoded.append(lines)
+            stuffed.append(_dot_stuffed(lines))
+        return "".join(texts), encoded, stuffed
+
+
+class BodyTemplate:
+    """An issue's MIME body with what every reader shares already encoded: per message only
+    the few lines holding a personal value are filled and encoded. Byte for byte what
+    `_mime_body(*rendered.fill(values))` produces (tests/test_message_bytes.py)."""
+
+    def __init__(self, rendered: RenderedIssue):
+        markers = frozenset(rendered.slots)
+        attribute = rendered.attribute_slots
+
+        def escape_html(marker: str, value: str) -> str:
+            return escape_attribute(value) if marker in attribute else escape_text(value)
+
+        self.html = _Document(rendered.html_parts, markers, escape_html, rewrap=False)
+        self.text = _Document(rendered.text_parts, markers, lambda marker, value: value, rewrap=True)
+        self.boundary = _boundary()
+        self.separators = _part_separators(self.boundary)
+
+    def fill(self, values: dict[str, str]) -> tuple[str, str, tuple[str, bytes, bytes]]:
+        """(html, text, (boundary, body, body dot-stuffed)) for one reader's slot values."""
+        html, html_encoded, html_stuffed = self.html.fill(values)
+        text, text_encoded, text_stuffed = self.text.fill(values)
+        head, middle, tail = self.separators  # no line of theirs starts with "."
+        body = b"".join((head, *text_encoded, middle, *html_encoded, tail))
+        stuffed = b"".join((head, *text_stuffed, middle, *html_stuffed, tail))
+        return html, text, (self.boundary, body, stuffed)
 
 
 class MessageBuilder:
@@ -167,6 +371,23 @@ class MessageBuilder:
         self.list_id = settings.list_id or f'"{organization}" <newsletter.{self.domain}>'
         self.return_paths = ReturnPaths(settings)
         self.dkim = self._load_dkim()
+        self._template: tuple[RenderedIssue, BodyTemplate] | None = None
+        self._id_key = (settings.secret_key or "newsletter").encode()
+
+    def template(self, rendered: RenderedIssue) -> BodyTemplate:
+        """The body template of this issue, built on first use (a sender sends one issue)."""
+        if self._template is None or self._template[0] is not rendered:
+            self._template = (rendered, BodyTemplate(rendered))
+        return self._template[1]
+
+    def message_id(self, campaign_id: int | None, delivery_id: int | None) -> str:
+        """The same Message-ID on every attempt, resume and worker for one delivery, so a
+        receiver can recognise (and drop) a second copy; keyed, so it reveals no counts."""
+        if campaign_id is None or delivery_id is None:
+            return make_msgid(domain=self.domain)
+        label = f"{campaign_id}.{delivery_id}"
+        digest = hmac.new(self._id_key, label.encode(), hashlib.sha256).hexdigest()[:16]
+        return f"<{label}.{digest}@{self.domain}>"
 
     def _load_dkim(self) -> tuple[bytes, bytes, bytes] | None:
         return load_dkim(self.settings)
@@ -181,10 +402,11 @@ class MessageBuilder:
         campaign_id: int | None = None,
         delivery_id: int | None = None,
         slot_values: dict[str, str] | None = None,
+        body: tuple[str, bytes, bytes] | None = None,
     ) -> Message:
         unsubscribe_url = fields["unsubscribe_url"]
         token = unsubscribe_url.rsplit("/", 1)[-1]
-        message_id = make_msgid(domain=self.domain)
+        message_id = self.message_id(campaign_id, delivery_id)
         headers = {
             "Message-ID": message_id,
             "List-Id": self.list_id,
@@ -195,7 +417,7 @@ class MessageBuilder:
         if campaign_id is not None:
             headers["X-Newsletter-Campaign"] = str(campaign_id)
         return Message(
-            to_email=recipient.email,
+            to_email=wire_address(recipient.email),
             to_name=recipient.name,
             from_address=self.settings.from_address,
             reply_to=self.settings.reply_to,
@@ -209,6 +431,7 @@ class MessageBuilder:
             dkim=self.dkim,
             rendered=rendered if slot_values is not None else None,
             slot_values=slot_values,
+            body=body,
             envelope_sender=self.return_paths.envelope_sender(delivery_id),
         )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -25,7 +26,9 @@ STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 FINAL_STATUSES = frozenset({"unsubscribed", "bounced", "complained"})
 
 CAMPAIGN_STATUSES = ("scheduled", "running", "paused", "cancelled", "done")
-DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped")
+# unknown: the server may have the message (its reply after the body was lost); never
+# retried automatically (see `campaigns retry --unknown`).
+DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped", "unknown")
 
 
 def utcnow() -> datetime:
@@ -186,6 +189,13 @@ class Campaign(Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Sent with --again: may go to people who already received this issue.
+    repeat: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Answers a worker learned after losing its claim (each may be a second copy).
+    late_results: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Sending time without pauses: seconds of finished running spells, plus the current one.
+    running_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sending_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class Delivery(Base):
@@ -205,6 +215,7 @@ class Delivery(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     provider_id: Mapped[str] = mapped_column(String(200), default="", index=True)  # Message-ID for SMTP
     error: Mapped[str] = mapped_column(Text, default="")
+    failure_kind: Mapped[str] = mapped_column(String(12), default="", server_default="")  # transient, permanent
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

@@ -1,31 +1,51 @@
-"""Every query the campaign engine runs, in one place. The sending loop sees only this API."""
+"""Every query the campaign engine runs, in one place. The sending loop sees only this API.
+
+Fencing: a worker writes a delivery's outcome only while it still holds that delivery's
+claim (`claimed_by` is its own id and the row is still queued). An answer that arrives
+after the claim passed to another worker is a *late result*: logged, counted on the
+campaign (`late_results`, each one possibly a second copy), never recorded as a send.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy.orm import aliased
 
 from .addresses import redact_addresses
 from .db import Database
-from .delivery import ACCEPTED, TRANSIENT, Result
+from .delivery import ACCEPTED, TRANSIENT, UNKNOWN, Result
 from .errors import NotFound
 from .models import Campaign, Delivery, Subscriber, SubscriberTag, utcnow
 from .render import RenderedIssue
 from .subscribers import change_status
 
-OPEN_STATUSES = ("scheduled", "running", "paused")
+log = logging.getLogger("newsletter.campaigns")
 
+OPEN_STATUSES = ("scheduled", "running", "paused")
+RECEIVED = ("sent", "unknown")  # the reader has (or may have) the issue
+LATE_NOTE = "answered after this worker's claim had lapsed; nobody else had taken it"
+
+# What check_before_send answers.
+SEND, LEFT, LOST, HALTED = "send", "left", "lost", "halted"
 
 # Built once: the per-message hot path should not rebuild (or ORM-synchronise) a statement.
 _MARK_SENT = (
     update(Delivery)
-    .where(Delivery.id == bindparam("b_id"), Delivery.status == "queued")
+    .where(
+        Delivery.id == bindparam("b_id"),
+        Delivery.status == "queued",
+        Delivery.claimed_by == bindparam("b_worker"),
+    )
     .values(
         status="sent",
         sent_at=bindparam("b_now"),
@@ -35,6 +55,13 @@ _MARK_SENT = (
         claimed_by=None,
         claimed_until=None,
     )
+)
+_BEFORE_SEND = (
+    select(Delivery.status, Delivery.claimed_by, Delivery.claimed_until, Subscriber.status, Campaign.status)
+    .select_from(Delivery)
+    .join(Campaign, Campaign.id == Delivery.campaign_id)
+    .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+    .where(Delivery.id == bindparam("b_id"))
 )
 
 
@@ -58,6 +85,9 @@ class Summary:
     counts: dict[str, int]
     failures: list[tuple[str, int]]
     next_retry_at: datetime | None
+    unknown_reasons: list[tuple[str, int]] = field(default_factory=list)
+    transient_failed: int = 0  # failed deliveries `campaigns retry` would requeue
+    sent_late: int = 0  # sends recorded from an answer after the claim lapsed (see LATE_NOTE)
 
     @property
     def total(self) -> int:
@@ -68,14 +98,39 @@ class Summary:
         return self.total - self.counts.get("queued", 0)
 
     @property
+    def cancelled(self) -> int:
+        """Deliveries a cancel left unsent (still `queued` rows, so a resume can send them)."""
+        return self.counts.get("queued", 0) if self.campaign.status == "cancelled" else 0
+
+    @property
     def duration(self) -> float | None:
-        started, finished = self.campaign.started_at, self.campaign.finished_at or utcnow()
-        return (finished - started).total_seconds() if started else None
+        """Seconds spent running, pauses left out."""
+        campaign = self.campaign
+        if not campaign.started_at:
+            return None
+        seconds = campaign.sending_seconds or 0.0
+        if campaign.running_since is not None:
+            seconds += max(0.0, (utcnow() - campaign.running_since).total_seconds())
+        return seconds
 
     @property
     def rate(self) -> float | None:
         duration = self.duration
         return self.counts.get("sent", 0) / duration if duration else None
+
+
+def received_issue(slug: str, subscriber_id, other_than: int | None = None):
+    """EXISTS: this subscriber was sent (or may have been sent) this issue in a campaign."""
+    other = aliased(Delivery)
+    condition = and_(
+        other.subscriber_id == subscriber_id,
+        other.status.in_(RECEIVED),
+        Campaign.id == other.campaign_id,
+        Campaign.slug == slug,
+    )
+    if other_than is not None:
+        condition = and_(condition, Campaign.id != other_than)
+    return exists().where(condition)
 
 
 def segment_filter(segment: list[str]):
@@ -106,8 +161,10 @@ class CampaignStore:
         adapter: str,
         rate: float,
         scheduled_at: datetime | None = None,
+        repeat: bool = False,
     ) -> tuple[Campaign, int]:
-        """Snapshot the issue and queue one delivery per recipient, in one transaction."""
+        """Snapshot the issue and queue one delivery per recipient, in one transaction;
+        unless `repeat`, leave out everyone who already received this issue."""
         with self.db.session() as session:
             campaign = Campaign(
                 slug=rendered.slug,
@@ -119,6 +176,7 @@ class CampaignStore:
                 adapter=adapter,
                 rate=rate,
                 scheduled_at=scheduled_at,
+                repeat=repeat,
             )
             session.add(campaign)
             session.flush()
@@ -135,6 +193,8 @@ class CampaignStore:
                 .where(segment_filter(segment))
                 .order_by(Subscriber.id)
             )
+            if not repeat:
+                recipients = recipients.where(~received_issue(rendered.slug, Subscriber.id))
             session.execute(
                 insert(Delivery).from_select(
                     ["campaign_id", "subscriber_id", "status", "attempts", "provider_id", "error"], recipients
@@ -161,15 +221,107 @@ class CampaignStore:
             return list(session.scalars(select(Campaign).order_by(Campaign.id.desc())))
 
     def set_status(self, campaign_id: int, status: str) -> None:
+        """Change a campaign's status, keeping count of its sending time without pauses."""
         now = utcnow()
-        values: dict[str, Any] = {"status": status}
-        if status == "running":
-            values["started_at"] = func.coalesce(Campaign.started_at, now)
-            values["finished_at"] = None
-        if status in ("done", "cancelled"):
-            values["finished_at"] = now
         with self.db.session() as session:
-            session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
+            campaign = session.get(Campaign, campaign_id, with_for_update=self.db.dialect == "postgresql")
+            if campaign is None:
+                return
+            campaign.status = status
+            if status == "running":
+                campaign.started_at = campaign.started_at or now
+                campaign.finished_at = None
+                campaign.running_since = campaign.running_since or now
+            elif campaign.running_since is not None:
+                spell = (now - campaign.running_since).total_seconds()
+                campaign.sending_seconds = (campaign.sending_seconds or 0.0) + max(0.0, spell)
+                campaign.running_since = None
+            if status in ("done", "cancelled"):
+                campaign.finished_at = now
+
+    def open_campaigns(self, slug: str) -> list[Campaign]:
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(Campaign)
+                    .where(Campaign.slug == slug, Campaign.status.in_(OPEN_STATUSES))
+                    .order_by(Campaign.id)
+                )
+            )
+
+    def campaigns_of(self, slug: str) -> list[Campaign]:
+        with self.db.session() as session:
+            return list(session.scalars(select(Campaign).where(Campaign.slug == slug).order_by(Campaign.id)))
+
+    def already_received(self, slug: str, segment: list[str]) -> int:
+        """Active subscribers of the segment who were sent this issue in any campaign."""
+        with self.db.session() as session:
+            return session.scalar(
+                select(func.count())
+                .select_from(Subscriber)
+                .where(segment_filter(segment), received_issue(slug, Subscriber.id))
+            )
+
+    def skip_already_received(self, campaign: Campaign) -> int:
+        """Mark skipped the queued deliveries of readers who received this issue in another
+        campaign meanwhile (a cancelled one resumed, say); --again campaigns keep theirs."""
+        if campaign.repeat:
+            return 0
+        with self.db.session() as session:
+            return session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.campaign_id == campaign.id,
+                    Delivery.status == "queued",
+                    received_issue(campaign.slug, Delivery.subscriber_id, other_than=campaign.id),
+                )
+                .values(status="skipped", error="already received this issue in another campaign")
+                .execution_options(synchronize_session=False)
+            ).rowcount
+
+    def requeue(self, campaign_id: int, include_unknown: bool) -> tuple[int, int]:
+        """Queue again the deliveries that failed for transient reasons (and, on request,
+        the unknown ones); returns (transient, unknown) counts requeued."""
+        values = {"status": "queued", "attempts": 0, "next_attempt_at": None, "error": "", "failure_kind": ""}
+        with self.db.session() as session:
+            transient_count = session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.status == "failed",
+                    Delivery.failure_kind == TRANSIENT,
+                )
+                .values(**values)
+            ).rowcount
+            unknown_count = 0
+            if include_unknown:
+                unknown_count = session.execute(
+                    update(Delivery)
+                    .where(Delivery.campaign_id == campaign_id, Delivery.status == UNKNOWN)
+                    .values(**values)
+                ).rowcount
+        return transient_count, unknown_count
+
+    def count_late(self, campaign_id: int) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Campaign).where(Campaign.id == campaign_id).values(late_results=Campaign.late_results + 1)
+            )
+
+    def tags_in_use(self) -> list[str]:
+        with self.db.session() as session:
+            return list(session.scalars(select(SubscriberTag.tag).distinct().order_by(SubscriberTag.tag)))
+
+    def recipients(self, segment: list[str], slug: str | None = None, limit: int | None = None):
+        """(email, name, tags) of who a new campaign would queue, in queue order."""
+        with self.db.session() as session:
+            query = select(Subscriber).where(segment_filter(segment)).order_by(Subscriber.id)
+            if slug is not None:
+                query = query.where(~received_issue(slug, Subscriber.id))
+            if limit is not None:
+                query = query.limit(limit)
+            for subscriber in session.scalars(query).yield_per(1000):
+                yield subscriber.email, subscriber.name, subscriber.tags
 
     def reserve_send_slots(self, campaign_id: int, count: int, rate: float, now: float) -> float:
         """Reserve `count` sends at `rate`/s on the campaign's shared clock; return the
@@ -285,26 +437,53 @@ class CampaignStore:
                 )
             return claimed
 
-    def renew(self, delivery_ids: list[int], worker: str) -> None:
+    def renew(self, delivery_ids: list[int], worker: str) -> int:
         """Extend this worker's claim on deliveries it is still sending (a slow batch must
-        not lapse into another worker's hands while it is in flight)."""
+        not lapse into another worker's hands while it is in flight). Returns how many it
+        still held: fewer than asked means the claim is gone and the batch must stop."""
         if not delivery_ids:
-            return
+            return 0
+        now = utcnow()
+        with self.db.session() as session:
+            return session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(delivery_ids),
+                    Delivery.claimed_by == worker,
+                    Delivery.status == "queued",
+                    Delivery.claimed_until > now,
+                )
+                .values(claimed_until=now + self.claim_lease)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+
+    def check_before_send(self, delivery_id: int, worker: str) -> str:
+        """Right before a message goes out: SEND; LEFT (the reader unsubscribed, bounced...
+        meanwhile); LOST (the claim lapsed or another worker has it); HALTED (the campaign
+        was cancelled or paused)."""
+        with self.db.engine.connect() as connection:
+            row = connection.execute(_BEFORE_SEND, {"b_id": delivery_id}).first()
+        return _verdict(row, worker)
+
+    def recorder(self, worker: str, synchronous_commit: bool = False) -> Recorder:
+        return Recorder(self.db, worker, synchronous_commit)
+
+    def skip_left(self, delivery_id: int, worker: str) -> None:
         with self.db.session() as session:
             session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(delivery_ids), Delivery.claimed_by == worker, Delivery.status == "queued")
-                .values(claimed_until=utcnow() + self.claim_lease)
+                .where(Delivery.id == delivery_id, Delivery.claimed_by == worker, Delivery.status == "queued")
+                .values(status="skipped", error="subscriber left before sending", claimed_by=None, claimed_until=None)
             )
 
-    def release(self, delivery_ids: list[int]) -> None:
-        """Give claimed, unsent deliveries back to the queue (on stop or error)."""
+    def release(self, delivery_ids: list[int], worker: str) -> None:
+        """Give this worker's claimed, unsent deliveries back to the queue (on stop or error)."""
         if not delivery_ids:
             return
         with self.db.session() as session:
             session.execute(
                 update(Delivery)
-                .where(Delivery.id.in_(delivery_ids), Delivery.status == "queued")
+                .where(Delivery.id.in_(delivery_ids), Delivery.status == "queued", Delivery.claimed_by == worker)
                 .values(claimed_by=None, claimed_until=None)
             )
 
@@ -329,29 +508,44 @@ class CampaignStore:
                     ).rowcount
         return released
 
-    def record(self, result: Result, campaign_id: int, max_attempts: int, base_delay: float) -> None:
-        """Write one result at once: 'sent' is durable the moment the provider accepted."""
+    def record(self, result: Result, campaign_id: int, worker: str, max_attempts: int, base_delay: float) -> bool:
+        """Write one result at once ('sent' is durable the moment the provider accepted),
+        if this worker still holds the claim; False for a late result (logged and counted)."""
         message = result.message
         now = utcnow()
         if result.status == ACCEPTED:  # the common case: one prepared UPDATE, one commit
             with self.db.engine.begin() as connection:
-                connection.execute(
-                    _MARK_SENT, {"b_id": message.delivery_id, "b_now": now, "b_provider": result.provider_id[:200]}
-                )
-            return
+                marked = connection.execute(
+                    _MARK_SENT,
+                    {
+                        "b_id": message.delivery_id,
+                        "b_worker": worker,
+                        "b_now": now,
+                        "b_provider": result.provider_id[:200],
+                    },
+                ).rowcount
+            if marked:
+                return True
         with self.db.session() as session:
             delivery = session.get(Delivery, message.delivery_id)
-            if delivery is None or delivery.status != "queued":
-                return
+            if delivery is None:
+                return False
+            if delivery.status != "queued" or delivery.claimed_by != worker:
+                self._late(session, delivery, result, now)
+                return False
             delivery.attempts += 1
             delivery.claimed_by = None
             delivery.claimed_until = None
             delivery.error = redact_addresses(result.reason)[:1000]
+            if result.status == UNKNOWN:
+                delivery.status = UNKNOWN  # may be delivered: never retried without being asked
+                return True
             if result.status == TRANSIENT and delivery.attempts < max_attempts:
                 delay = base_delay * 2 ** (delivery.attempts - 1) * random.uniform(0.5, 1.5)
                 delivery.next_attempt_at = now + timedelta(seconds=max(delay, result.retry_after or 0))
-                return
+                return True
             delivery.status = "failed"
+            delivery.failure_kind = result.status
             if result.bounce and delivery.subscriber_id:
                 subscriber = session.get(Subscriber, delivery.subscriber_id)
                 if subscriber is not None and subscriber.status == "active":
@@ -363,6 +557,34 @@ class CampaignStore:
                         reason=redact_addresses(result.reason)[:300],
                         campaign_id=campaign_id,
                     )
+        return True
+
+    def _late(self, session, delivery: Delivery, result: Result, now: datetime) -> None:
+        """An answer for a delivery this worker no longer holds. If it was accepted and
+        nobody else has the delivery, record the send (so nobody sends it again), noted as
+        late; otherwise count it on the campaign: the reader may get a second copy."""
+        unclaimed = delivery.claimed_by is None or (delivery.claimed_until is not None and delivery.claimed_until < now)
+        if result.status == ACCEPTED and delivery.status == "queued" and unclaimed:
+            delivery.status = "sent"
+            delivery.sent_at = now
+            delivery.provider_id = result.provider_id[:200]
+            delivery.attempts += 1
+            delivery.error = LATE_NOTE
+            delivery.claimed_by = None
+            delivery.claimed_until = None
+            log.warning("campaign %s delivery %s: %s", delivery.campaign_id, delivery.id, LATE_NOTE)
+            return
+        session.execute(
+            update(Campaign).where(Campaign.id == delivery.campaign_id).values(late_results=Campaign.late_results + 1)
+        )
+        log.warning(
+            "campaign %s delivery %s: an answer (%s) arrived after this worker lost its claim "
+            "(delivery now %s); counted as a late result",
+            delivery.campaign_id,
+            delivery.id,
+            result.status,
+            delivery.status,
+        )
 
     def remaining(self, campaign_id: int) -> tuple[int, datetime | None]:
         """(queued deliveries, when the earliest can next be tried)."""
@@ -378,7 +600,7 @@ class CampaignStore:
     def summary(self, campaign_id: int) -> Summary:
         campaign = self.get(campaign_id)
         with self.db.session() as session:
-            counts = dict.fromkeys(("queued", "sent", "failed", "skipped"), 0)
+            counts = dict.fromkeys(("queued", "sent", "failed", "skipped", "unknown"), 0)
             for status, count in session.execute(
                 select(Delivery.status, func.count())
                 .where(Delivery.campaign_id == campaign_id)
@@ -397,7 +619,163 @@ class CampaignStore:
                     Delivery.campaign_id == campaign_id, Delivery.status == "queued"
                 )
             )
-        return Summary(campaign, counts, [(reason, count) for reason, count in failures], next_retry)
+            unknown_reasons = session.execute(
+                select(Delivery.error, func.count())
+                .where(Delivery.campaign_id == campaign_id, Delivery.status == UNKNOWN)
+                .group_by(Delivery.error)
+                .order_by(func.count().desc())
+                .limit(20)
+            ).all()
+            transient_failed = session.scalar(
+                select(func.count()).where(
+                    Delivery.campaign_id == campaign_id,
+                    Delivery.status == "failed",
+                    Delivery.failure_kind == TRANSIENT,
+                )
+            )
+            sent_late = session.scalar(
+                select(func.count()).where(
+                    Delivery.campaign_id == campaign_id, Delivery.status == "sent", Delivery.error == LATE_NOTE
+                )
+            )
+        return Summary(
+            campaign,
+            counts,
+            [(reason, count) for reason, count in failures],
+            next_retry,
+            [(reason, count) for reason, count in unknown_reasons],
+            transient_failed,
+            sent_late,
+        )
+
+
+def _verdict(row: Any, worker: str) -> str:
+    """check_before_send's answer from its row (status, holder, until, person, campaign)."""
+    if row is None:
+        return LOST
+    status, holder, until, person, campaign = row
+    if status != "queued" or holder != worker or until is None or until <= utcnow():
+        return LOST
+    if campaign != "running":
+        return HALTED
+    if person != "active":
+        return LEFT
+    return SEND
+
+
+class Recorder:
+    """The two statements a sender runs for every message, on a connection of its own per
+    thread, through the driver: the check before sending (check_before_send) and the fenced
+    mark-sent of an accepted message (record's common case), with its own commit.
+
+    `mark_sent` can take the next message's check along in the same transaction: a
+    one-connection sender then pays one round trip per message instead of two, and the
+    check still runs after the previous message was recorded, right before this one goes.
+
+    On PostgreSQL the mark-sent commit does not wait for the disk unless
+    `synchronous_commit` (README "Delivery guarantees"): the server has applied the UPDATE
+    before answering, so every other session sees the send at once and a crash of the
+    sender cannot lose it; only a crash of the database server itself can lose its last
+    fraction of a second of commits.
+    """
+
+    def __init__(self, db: Database, worker: str, synchronous_commit: bool = False):
+        self.db = db
+        self.worker = worker
+        self.synchronous_commit = synchronous_commit
+        dialect = db.engine.dialect
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+        self._mark = _driver_statement(_MARK_SENT, dialect)
+        self._check = _driver_statement(_BEFORE_SEND, dialect)
+        columns = Delivery.__table__.c  # the driver sees what SQLAlchemy's types would give it
+        self._when = columns.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+        self._until = columns.claimed_until.type.dialect_impl(dialect).result_processor(dialect, None) or (lambda v: v)
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self.db.engine.raw_connection()
+            if self.db.dialect == "postgresql" and not self.synchronous_commit:
+                cursor = connection.cursor()
+                cursor.execute("SET synchronous_commit = off")
+                cursor.close()
+                connection.commit()
+            self._local.connection = connection
+            with self._lock:
+                self._opened.append(connection)
+        return connection
+
+    def _checked_row(self, cursor: Any, delivery_id: int) -> str:
+        sql, params = self._check
+        cursor.execute(sql, params({"b_id": delivery_id}))
+        row = cursor.fetchone()
+        if row is not None:
+            row = (row[0], row[1], self._until(row[2]), row[3], row[4])
+        return _verdict(row, self.worker)
+
+    def check(self, delivery_id: int) -> str:
+        connection = self._connection()
+        cursor = connection.cursor()
+        try:
+            return self._checked_row(cursor, delivery_id)
+        finally:
+            cursor.close()
+            connection.commit()  # end the read transaction: the next check must see new commits
+
+    def mark_sent(self, delivery_id: int, provider_id: str, check_next: int | None = None) -> tuple[bool, str | None]:
+        """(marked, the verdict on `check_next`); not marked: the claim is gone (see record)."""
+        connection = self._connection()
+        cursor = connection.cursor()
+        sql, params = self._mark
+        try:
+            cursor.execute(
+                sql,
+                params(
+                    {
+                        "b_id": delivery_id,
+                        "b_worker": self.worker,
+                        "b_now": self._when(utcnow()),
+                        "b_provider": provider_id[:200],
+                    }
+                ),
+            )
+            marked = cursor.rowcount == 1
+            verdict = self._checked_row(cursor, check_next) if marked and check_next is not None else None
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+        return marked, verdict
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            try:
+                if self.db.dialect == "postgresql" and not self.synchronous_commit:
+                    connection.rollback()
+                    cursor = connection.cursor()
+                    cursor.execute("RESET synchronous_commit")  # only the recorder's commits skip the wait
+                    cursor.close()
+                    connection.commit()
+                connection.close()  # back to the engine's pool
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._local = threading.local()
+
+
+def _driver_statement(statement: Any, dialect: Any) -> tuple[str, Callable[[dict[str, Any]], Any]]:
+    """SQL text for the driver plus a function turning named values into its parameters."""
+    compiled = statement.compile(dialect=dialect)
+    fixed = dict(compiled.params)  # the statement's literal values (status='sent', ...)
+    names = compiled.positiontup
+    if compiled.positional and names is not None:
+        return str(compiled), lambda values: tuple(values[name] if name in values else fixed[name] for name in names)
+    return str(compiled), lambda values: {**fixed, **values}
 
 
 def _alive(pid: int) -> bool:

@@ -1,7 +1,15 @@
-"""A real SMTP server for tests (aiosmtpd), with scripted answers per recipient."""
+"""A real SMTP server for tests (aiosmtpd), with scripted answers per recipient and faults.
+
+Scripted answers: an SMTP reply ("451 4.3.0 later"), "DROP" (close the connection without
+replying: at RCPT, before the message; at DATA, after the whole message arrived but
+without storing it), "STORE_THEN_CLOSE" (store the message, then close without a reply:
+a lost reply after the final '.') and "STORE_THEN_HANG" (store it, then answer only after
+`hang_seconds`: a reply later than the client waits).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
@@ -30,18 +38,32 @@ class RecordingHandler:
         self.lock = threading.Lock()
         self.connections = 0
         self.on_data = None  # callable(handler, session) -> str | None, for tests that need a hook
+        self.on_rcpt = None  # callable(handler, address) -> str | None
+        self.delay = 0.0  # seconds to wait (without blocking other connections) before answering DATA
+        self.hang_seconds = 30.0
+        self.rcpt_attempts: Counter = Counter()
+        self.pipelining = True  # advertise RFC 2920 (aiosmtpd reads pipelined commands in order)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         with self.lock:
             self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         with self.lock:
+            self.rcpt_attempts[address.lower()] += 1
             answers = self.script.rcpt.get(address.lower())
-            if answers:
-                return answers.pop(0)
+            answer = answers.pop(0) if answers else None
+        if answer is None and self.on_rcpt is not None:
+            answer = self.on_rcpt(self, address)
+        if answer == "DROP":
+            server.transport.close()
+            return "421 4.4.2 connection dropped"
+        if answer:
+            return answer
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -57,17 +79,34 @@ class RecordingHandler:
         if answer == "DROP":
             server.transport.close()
             return "421 4.4.2 connection dropped"
-        if answer:
+        if answer and not answer.startswith("STORE_THEN"):
             return answer
+        self.store(envelope)
+        if answer == "STORE_THEN_CLOSE":
+            server.transport.close()
+            return "421 4.4.2 connection dropped"
+        if answer == "STORE_THEN_HANG":
+            await asyncio.sleep(self.hang_seconds)
+        elif self.delay:
+            await asyncio.sleep(self.delay)
+        return "250 2.0.0 Message accepted"
+
+    def store(self, envelope) -> None:
         with self.lock:
             self.raw.append(envelope.content)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 2.0.0 Message accepted"
+            self.messages.append(parse(envelope.content))
 
     def received_by(self) -> Counter:
         with self.lock:
             return Counter(str(message["To"].addresses[0].addr_spec).lower() for message in self.messages)
+
+
+def parse(content: bytes) -> email.message.EmailMessage:
+    """Parse as a receiving system would; UTF-8 headers (RFC 6532, SMTPUTF8) included."""
+    if content.isascii():
+        return email.message_from_bytes(content, policy=email.policy.default)
+    return email.message_from_string(content.decode("utf-8", "surrogateescape"), policy=email.policy.default)
 
 
 def free_port() -> int:
@@ -77,10 +116,20 @@ def free_port() -> int:
 
 
 class SMTPServer:
-    def __init__(self, script: Script | None = None):
+    def __init__(
+        self, script: Script | None = None, smtputf8: bool = False, port: int | None = None, pipelining: bool = True
+    ):
         self.handler = RecordingHandler(script)
-        self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, data_size_limit=10_000_000)
+        self.handler.pipelining = pipelining
+        self.port = port or free_port()
+        self.controller = Controller(
+            self.handler,
+            hostname="127.0.0.1",
+            port=self.port,
+            data_size_limit=10_000_000,
+            enable_SMTPUTF8=smtputf8,
+            decode_data=False,
+        )
 
     def __enter__(self) -> SMTPServer:
         self.controller.start()

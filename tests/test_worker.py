@@ -226,3 +226,138 @@ def test_a_batch_in_flight_keeps_its_claim(database_url, workdir):
     assert after[ids[0]] > before[ids[0]] and after[ids[1]] > before[ids[1]]
     assert after[ids[2]] == before[ids[2]]
     assert after[ids[0]] - utcnow() > timedelta(seconds=55)
+
+
+def campaign_summary(url: str):
+    from newsletter.store import CampaignStore
+
+    db = Database(url)
+    summary = CampaignStore(db).summary(1)
+    db.dispose()
+    return summary
+
+
+@pytest.mark.slow
+def test_a_worker_paused_past_its_lease_sends_nothing_another_took(pg_url, workdir):
+    """SIGSTOP one of three workers until its claim lapses and another worker takes its batch;
+    after SIGCONT it must stop that batch: at most the one message it had already handed to
+    the server may arrive twice, and `campaigns show` accounts for it."""
+    addresses = import_people(pg_url, 400, workdir)
+    with SMTPServer() as server:
+        server.handler.delay = 0.05  # a server answering 50 ms late, on every connection at once
+        queue(pg_url)
+        workers = start_workers(worker_env(pg_url, server.url, NEWSLETTER_CLAIM_LEASE="5"), 3, "--exit-when-idle")
+        wait_for(lambda: len(server.handler.messages) >= 40, 60, "the workers to start sending")
+        victim = workers[0]
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            time.sleep(9)  # past the 5 s lease: the others take over its batch
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+        for process in workers:
+            process.wait(timeout=180)
+        received = server.handler.received_by()
+        total = len(server.handler.messages)
+    assert [process.returncode for process in workers] == [0, 0, 0]
+    victim_log = victim.stderr.read().decode()
+    assert "passed to another worker; batch stopped" in victim_log
+    assert set(received) == set(addresses)  # nobody lost
+    assert total - len(addresses) <= 1  # at most the message in flight when it was stopped
+    summary = campaign_summary(pg_url)
+    assert summary.counts["queued"] == 0 and summary.counts["failed"] == 0
+    # What the server received = recorded sends + unknown + late answers (possible second copies).
+    assert summary.counts["sent"] + summary.counts["unknown"] + summary.campaign.late_results == total
+    shown = (
+        CliRunner()
+        .invoke(main, ["--database-url", pg_url, "campaigns", "show", "1"], env={"NEWSLETTER_SECRET_KEY": SECRET})
+        .stdout
+    )
+    if summary.campaign.late_results:
+        assert "late answers (arrived after a worker lost its claim): 1 possible second copy" in shown
+
+
+@pytest.mark.slow
+def test_ten_sigkills_with_injected_faults_lose_nobody(pg_url, workdir):
+    """SIGKILL the sender 10 times at random points of a 2,000-recipient campaign while the
+    server answers 5% of recipients with 451, 421 or a dropped connection."""
+    import random
+
+    addresses = import_people(pg_url, 2000, workdir)
+    rng = random.Random(2026)
+    hard_bounces = set(rng.sample(addresses, 30))
+    faults = random.Random(7)
+
+    def answer(handler, address):
+        if address.lower() in hard_bounces:
+            return "550 5.1.1 User unknown"
+        roll = faults.random()
+        if roll < 0.02:
+            return "451 4.3.0 try again later"
+        if roll < 0.035:
+            return "421 4.3.2 closing the connection"
+        if roll < 0.05:
+            return "DROP"
+        return None
+
+    kill_after = sorted(rng.sample(range(100, 1900), 10))
+    kills = 0
+    with SMTPServer() as server:
+        server.handler.on_rcpt = answer
+        queue(pg_url)
+        env = worker_env(pg_url, server.url)
+        while True:
+            (process,) = start_workers(env, 1, "--exit-when-idle")
+            if kills == len(kill_after):
+                process.wait(timeout=300)
+                assert process.returncode == 0, process.stderr.read().decode()
+                break
+            target = kill_after[kills]
+            wait_for(
+                lambda: len(server.handler.messages) >= target or process.poll() is not None,  # noqa: B023
+                120,
+                f"message {target}",
+            )
+            assert process.poll() is None, "the worker finished before it could be killed"
+            process.kill()
+            process.wait(timeout=20)
+            kills += 1
+        received = server.handler.received_by()
+        rcpt_attempts = dict(server.handler.rcpt_attempts)
+    delivered = set(addresses) - hard_bounces
+    assert set(received) == delivered  # 0 lost
+    duplicates = sum(count - 1 for count in received.values())
+    bounces_repeated = sum(rcpt_attempts[address] - 1 for address in hard_bounces)
+    # The documented window: per kill, at most the one message (or 550 answer) the server
+    # had given its answer for when the process died, before the result was committed.
+    assert duplicates + bounces_repeated <= kills
+    summary = campaign_summary(pg_url)
+    assert summary.counts["sent"] == len(delivered) and summary.counts["failed"] == len(hard_bounces)
+    assert summary.counts["queued"] == 0 and summary.counts["unknown"] == 0
+    db = Database(pg_url)
+    with db.session() as session:
+        from newsletter.models import Subscriber
+
+        statuses = set(session.scalars(select(Subscriber.status).where(Subscriber.email_key.in_(sorted(hard_bounces)))))
+    db.dispose()
+    assert statuses == {"bounced"}
+
+
+@pytest.mark.slow
+def test_a_reply_slower_than_the_lease_keeps_the_claim(pg_url, workdir):
+    """One answer takes longer than claim_lease (smtp_data_timeout allows 10 minutes): the
+    sender keeps renewing, so the other worker never takes that message over."""
+    from .smtp_server import Script
+
+    addresses = import_people(pg_url, 60, workdir)
+    slow = addresses[3]
+    with SMTPServer(Script(data={slow: ["STORE_THEN_HANG"]})) as server:
+        server.handler.hang_seconds = 8  # past the 5 s lease
+        queue(pg_url)
+        env = worker_env(pg_url, server.url, NEWSLETTER_CLAIM_LEASE="5", NEWSLETTER_SMTP_DATA_TIMEOUT="30")
+        workers = start_workers(env, 2, "--exit-when-idle")
+        for process in workers:
+            process.wait(timeout=120)
+        received = server.handler.received_by()
+    assert received == {address: 1 for address in addresses}
+    summary = campaign_summary(pg_url)
+    assert summary.counts["sent"] == 60 and summary.campaign.late_results == 0

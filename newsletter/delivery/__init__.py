@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import ACCEPTED, PERMANENT, TRANSIENT, Adapter, Result
+from .base import ACCEPTED, PERMANENT, TRANSIENT, UNKNOWN, Adapter, Result
 
-__all__ = ["ACCEPTED", "PERMANENT", "TRANSIENT", "Adapter", "Result", "make_adapter"]
+__all__ = ["ACCEPTED", "PERMANENT", "TRANSIENT", "UNKNOWN", "Adapter", "Result", "make_adapter"]
 
 
 def make_adapter(settings: Settings, name: str | None = None, folder: str = "messages") -> Adapter:
@@ -18,7 +18,7 @@ def make_adapter(settings: Settings, name: str | None = None, folder: str = "mes
     if name == "smtp":
         from .smtp import SMTPAdapter
 
-        return SMTPAdapter(settings.smtp_url, settings.smtp_pool, settings.smtp_timeout)
+        return SMTPAdapter(settings.smtp_url, settings.smtp_pool, settings.smtp_timeout, settings.smtp_data_timeout)
     if name == "postmark":
         from .postmark import PostmarkAdapter
 

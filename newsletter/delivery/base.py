@@ -2,24 +2,34 @@
 
 An adapter is opened, given batches of messages, and closed (it is a context manager).
 `send` yields one Result per message, in any order, as soon as each is known, so the
-campaign can record "sent" the moment a provider accepted a message.
+campaign can record "sent" the moment a provider accepted a message. It pulls messages
+from the iterable it is given only when it is about to send them (a batch API: when the
+batch is full), so the campaign checks each reader and its claim right before handing
+the message over.
+
+Four outcomes: accepted; transient (not delivered, try again later); permanent (not
+delivered, never retry); unknown (the server may have it: the connection or the reply was
+lost after the whole message was handed over; never retried automatically). An outage
+(the server cannot be reached or refuses us) is not a per-message outcome: the adapter
+raises DeliveryError and the campaign pauses.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from ..message import Message
 
-ACCEPTED, TRANSIENT, PERMANENT = "accepted", "transient", "permanent"
+ACCEPTED, TRANSIENT, PERMANENT, UNKNOWN = "accepted", "transient", "permanent", "unknown"
 
 
 @dataclass(frozen=True)
 class Result:
     message: Message
-    status: str  # accepted, transient or permanent
+    status: str  # accepted, transient, permanent or unknown
     provider_id: str = ""
     reason: str = ""
     bounce: bool = False  # permanent and the address itself is bad: stop mailing it
@@ -40,6 +50,11 @@ def transient(message: Message, reason: str, retry_after: float | None = None) -
 
 def permanent(message: Message, reason: str, bounce: bool) -> Result:
     return Result(message, PERMANENT, reason=reason, bounce=bounce)
+
+
+def unknown(message: Message, reason: str) -> Result:
+    """The whole message was handed over but its answer was lost: it may be delivered."""
+    return Result(message, UNKNOWN, reason=reason)
 
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -79,10 +94,17 @@ class Adapter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def send(self, messages: Iterable[Message]) -> Iterator[Result]:
-        batch = list(messages)
-        for start in range(0, len(batch), self.max_batch):
-            yield from self.send_batch(batch[start : start + self.max_batch])
+    parallel = False  # True when messages go out on several connections at once
+
+    def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
+        """Results as they come; `record` is called with each one before it is yielded (and,
+        in a parallel adapter, on the connection's own thread before it takes another)."""
+        pending = iter(messages)
+        while batch := list(islice(pending, self.max_batch)):
+            for result in self.send_batch(batch):
+                if record is not None:
+                    record(result)
+                yield result
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         raise NotImplementedError

@@ -1,4 +1,10 @@
-"""What the HTTP API adapters share: a requests session with timeouts and 429/5xx retries."""
+"""What the HTTP API adapters share: a requests session with timeouts and 429/5xx retries.
+
+A call that cannot reach the provider (DNS, refused, TLS, connect timeout) is an outage:
+the campaign pauses. A call whose body went out but whose answer was lost (read timeout,
+connection closed while waiting) may have been accepted: every message in it is `unknown`,
+never retried blindly. urllib3 therefore never repeats a request after a read error.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from urllib3.util.retry import Retry
 
 from ..errors import DeliveryError
 from ..message import Message
-from .base import Adapter, Result, transient
+from .base import Adapter, Result, transient, unknown
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -29,6 +35,7 @@ class HTTPAdapter(Adapter):
         self.session = requests.Session()
         retry = Retry(
             total=self.retries,
+            read=False,  # the body may have arrived: repeating it could send every message twice
             status_forcelist=RETRY_STATUSES,
             allowed_methods=None,  # POST too: these APIs reject before queueing on 429/5xx
             backoff_factor=0.5,
@@ -45,6 +52,14 @@ class HTTPAdapter(Adapter):
         """POST; on a network failure or a refusal that outlived the retries, results instead."""
         try:
             response = self.session.post(f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+        except (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.InvalidURL) as exc:
+            raise self._unreachable(exc) from None
+        except requests.ConnectionError as exc:
+            if _before_sending(exc):
+                raise self._unreachable(exc) from None
+            return self._lost(messages, exc)
+        except requests.Timeout as exc:  # a read timeout: the request went out
+            return self._lost(messages, exc)
         except requests.RequestException as exc:
             reason = f"{self.name}: {type(exc).__name__}"
             return [transient(message, reason) for message in messages]
@@ -59,8 +74,37 @@ class HTTPAdapter(Adapter):
             return [transient(message, reason, retry_after) for message in messages]
         return response
 
+    def _unreachable(self, exc: Exception) -> DeliveryError:
+        return DeliveryError(
+            f"{self.name}: cannot reach {self.base_url} ({_cause(exc)})",
+            hint="check the network and the provider's API URL setting",
+        )
+
+    def _lost(self, messages: list[Message], exc: Exception) -> list[Result]:
+        reason = f"{self.name}: no answer after the request was sent ({_cause(exc)}); the provider may have it"
+        return [unknown(message, reason) for message in messages]
+
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         raise NotImplementedError
+
+
+def _before_sending(exc: requests.ConnectionError) -> bool:
+    """True when the connection was never made (so the provider cannot have the request)."""
+    from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
+
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, (NewConnectionError, NameResolutionError))
+
+
+def _cause(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else None
+    while reason is not None and hasattr(reason, "reason") and reason.reason is not None:
+        reason = reason.reason
+    if isinstance(reason, BaseException) and reason.args and isinstance(reason.args[-1], BaseException):
+        reason = reason.args[-1]
+    return type(reason).__name__ if isinstance(reason, BaseException) else type(exc).__name__
 
 
 def _seconds(value: str | None) -> float | None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import queue
 import smtplib
+import socket
 import ssl
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, DeliveryError
 from ..message import Message
-from .base import Adapter, Result, accepted, classify_smtp_reply, transient
+from .base import Adapter, Result, accepted, classify_smtp_reply, permanent, transient, unknown
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,37 +47,101 @@ class _Connection:
             self.client = None
 
     def send(self, message: Message) -> Result:
+        """One transaction in its phases. Until the final '.' is written the server cannot
+        have the message, so a failure is transient; after it, a lost reply is `unknown`."""
         where = self.adapter.where
+        client = self.ensure()  # an unreachable server raises DeliveryError: an outage
         try:
-            client = self.ensure()
-            client.sendmail(message.envelope_from, [message.to_email], message.as_bytes())
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            return self._reply(message, code, text)
-        except smtplib.SMTPSenderRefused as exc:
-            if 400 <= exc.smtp_code < 500:
-                return self._reply(message, exc.smtp_code, exc.smtp_error)
-            raise DeliveryError(
-                f"{where}: the server refuses the sender {exc.sender!r}: {exc.smtp_code} {_text(exc.smtp_error)}",
-                hint="check from_address and that this server may send for its domain",
-            ) from None
-        except smtplib.SMTPDataError as exc:
-            return self._reply(message, exc.smtp_code, exc.smtp_error)
-        except smtplib.SMTPResponseException as exc:  # e.g. 421 on MAIL FROM
-            return self._reply(message, exc.smtp_code, exc.smtp_error)
-        except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+            options = []
+            if not message.to_email.isascii() or not message.envelope_from.isascii():
+                if not client.has_extn("smtputf8"):
+                    self._reset()
+                    return permanent(
+                        message,
+                        f"{where}: the address has non-ASCII characters before the @ and this server "
+                        "does not offer SMTPUTF8",
+                        bounce=False,
+                    )
+                options = ["SMTPUTF8"]
+            if not options and self.pipelining:
+                failed = self._envelope_pipelined(client, message)
+                if failed is not None:
+                    return failed
+            else:
+                code, text = client.mail(message.envelope_from, options)
+                if code != 250:
+                    return self._sender_refused(message, code, text)
+                code, text = client.rcpt(message.to_email)
+                if code not in (250, 251):
+                    return self._reply(message, code, text)
+                code, text = client.docmd("DATA")
+                if code != 354:
+                    return self._reply(message, code, text)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop()
-            return transient(message, f"{where}: connection lost ({type(exc).__name__})")
+            return transient(message, f"{where}: connection lost before the message was sent ({type(exc).__name__})")
+        try:
+            client.send(message.as_wire())
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.drop()  # the final '.' did not go out whole: the server cannot have the message
+            return transient(message, f"{where}: connection lost while sending the message ({type(exc).__name__})")
+        try:
+            if client.sock is not None:
+                client.sock.settimeout(self.adapter.data_timeout)
+            code, text = client.getreply()
+            if client.sock is not None:
+                client.sock.settimeout(self.adapter.timeout)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.drop()
+            kind = "timed out" if "timed out" in str(exc) or isinstance(exc, TimeoutError) else "connection closed"
+            return unknown(message, f"{where}: no answer after the message was sent ({kind}); the server may have it")
+        if code != 250:
+            return self._reply(message, code, text)
         return accepted(message, provider_id=message.message_id)
 
+    @property
+    def pipelining(self) -> bool:
+        return self.client is not None and self.client.has_extn("pipelining")
+
+    def _envelope_pipelined(self, client: smtplib.SMTP, message: Message) -> Result | None:
+        """MAIL, RCPT and DATA in one write, then their three replies (RFC 2920): one round
+        trip instead of three. None when the server is ready for the message."""
+        client.send(
+            f"MAIL FROM:{smtplib.quoteaddr(message.envelope_from)}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(message.to_email)}\r\nDATA\r\n"
+        )
+        mail, rcpt, data = client.getreply(), client.getreply(), client.getreply()
+        if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            client.send(b".\r\n")  # a server that opened DATA anyway: end it empty
+            client.getreply()
+        if mail[0] != 250:
+            return self._sender_refused(message, *mail)
+        if rcpt[0] not in (250, 251):
+            return self._reply(message, *rcpt)
+        if data[0] != 354:
+            return self._reply(message, *data)
+        return None
+
+    def _sender_refused(self, message: Message, code: int, text: bytes | str) -> Result:
+        if 400 <= code < 500:
+            return self._reply(message, code, text)
+        self._reset()
+        raise DeliveryError(
+            f"{self.adapter.where}: the server refuses the sender {message.envelope_from!r}: {code} {_text(text)}",
+            hint="check from_address and that this server may send for its domain",
+        )
+
+    def _reset(self) -> None:
+        try:
+            self.ensure().rset()
+        except (smtplib.SMTPException, OSError):
+            self.drop()
+
     def _reply(self, message: Message, code: int, text: bytes | str) -> Result:
-        if code == 421:
+        if code == 421 or code < 0:
             self.drop()  # the server is closing the session; reopen for the next message
         else:
-            try:
-                self.ensure().rset()
-            except (smtplib.SMTPException, OSError):
-                self.drop()
+            self._reset()
         return classify_smtp_reply(message, code, _text(text))
 
 
@@ -87,7 +153,7 @@ class SMTPAdapter(Adapter):
     name = "smtp"
     max_batch = 100
 
-    def __init__(self, smtp_url: str, pool: int = 1, timeout: float = 30.0):
+    def __init__(self, smtp_url: str, pool: int = 1, timeout: float = 30.0, data_timeout: float = 600.0):
         if not smtp_url:
             raise ConfigError(
                 "setting 'smtp_url' is required for the smtp adapter",
@@ -100,6 +166,7 @@ class SMTPAdapter(Adapter):
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
+        self.data_timeout = data_timeout
         self.where = f"{self.host}:{self.port}"
         self._pool_size = pool
         self._connections: queue.Queue[_Connection] = queue.Queue()
@@ -107,6 +174,7 @@ class SMTPAdapter(Adapter):
         self._executor: ThreadPoolExecutor | None = None
 
     def connect(self) -> smtplib.SMTP:
+        """A new session; any failure to reach or be accepted by the server is an outage."""
         context = ssl.create_default_context()
         try:
             if self.implicit_tls:
@@ -129,6 +197,17 @@ class SMTPAdapter(Adapter):
             ) from None
         except ssl.SSLError as exc:
             raise DeliveryError(f"{self.where}: TLS failed: {exc.reason}") from None
+        except socket.gaierror:
+            raise DeliveryError(
+                f"{self.where}: cannot resolve the host name", hint="check the host in smtp_url"
+            ) from None
+        except smtplib.SMTPConnectError as exc:
+            raise DeliveryError(
+                f"{self.where}: the server refused the session: {exc.smtp_code} {_text(exc.smtp_error)}"
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise DeliveryError(f"{self.where}: cannot connect: {detail}") from None
         return client
 
     def open(self) -> None:
@@ -148,26 +227,61 @@ class SMTPAdapter(Adapter):
         self._all.clear()
         self._connections = queue.Queue()
 
-    def _send_one(self, message: Message) -> Result:
+    @property
+    def parallel(self) -> bool:
+        return self._pool_size > 1
+
+    def _send_one(self, message: Message, record: Callable[[Result], None] | None = None) -> Result:
         connection = self._connections.get()
         try:
-            return connection.send(message)
+            result = connection.send(message)
+            if record is not None:
+                record(result)  # before this connection takes its next message
+            return result
         finally:
             self._connections.put(connection)
 
-    def send(self, messages: Iterable[Message]) -> Iterator[Result]:
-        """One connection: take messages one by one as they are built (no batching needed)."""
+    def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
+        """One connection: each message as it is built. A pool: one thread per connection
+        takes the next message itself (its check runs then), sends it and records it, so
+        no connection waits for the caller, and the caller only hears the results."""
         if self._executor is None:
             for message in messages:
-                yield self._send_one(message)
+                yield self._send_one(message, record)
             return
-        yield from super().send(messages)
+        source = iter(messages)
+        taking = threading.Lock()  # the message iterator is a generator: one taker at a time
+        results: queue.Queue[Result | BaseException | None] = queue.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                while not stop.is_set():
+                    with taking:
+                        message = next(source, None)
+                    if message is None:
+                        return
+                    results.put(self._send_one(message, record))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                stop.set()
+                results.put(exc)
+            finally:
+                results.put(None)
+
+        workers = [self._executor.submit(work) for _ in range(self._pool_size)]
+        running = len(workers)
+        try:
+            while running:
+                item = results.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            stop.set()  # stopped early or failed: let what was handed over finish and be recorded
+            wait(workers)
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
-        if self._executor is None:
-            for message in messages:
-                yield self._send_one(message)
-            return
-        futures = [self._executor.submit(self._send_one, message) for message in messages]
-        for future in as_completed(futures):
-            yield future.result()
+        return self.send(messages)

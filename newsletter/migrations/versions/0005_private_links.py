@@ -6,7 +6,7 @@ never get a legacy id. On SQLite the subscribers table is rebuilt with AUTOINCRE
 its sequence starts above every id ever seen (erased people's ids live on in events).
 
 Revision ID: 0005
-Revises: 0006
+Revises: 0004
 Create Date: 2026-11-26
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0006"
+down_revision = "0004"  # after main's 0006 and 0004 when merging main
 branch_labels = None
 depends_on = None
 

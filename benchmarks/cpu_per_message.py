@@ -1,0 +1,107 @@
+"""CPU time per message of the sending loop, against the raw smtplib loop, one process.
+
+    python benchmarks/cpu_per_message.py --messages 2000 --pool 1
+
+Wall-clock rates on a shared machine move with everyone else's load; the CPU time this
+process spends (all its threads, `time.process_time`) per message does much less. The
+raw loop pushes pre-built bytes through smtplib (`sendmail`, one connection); the sending
+loop is `Sender.run` (claim, check, compose, serialise, send, record) of a campaign of
+`--messages` readers in SQLite, start-up left out. Both talk to Postfix's smtp-sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import smtplib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_wire import ENV, ISSUE, one_message, start_smtp_sink  # noqa: E402
+
+
+def raw(port: int, data: bytes, count: int) -> tuple[float, float]:
+    client = smtplib.SMTP("127.0.0.1", port)
+    client.ehlo()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for index in range(count):
+        client.sendmail("newsletter@calmharbor.example", [f"p{index}@example.com"], data)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    client.quit()
+    return cpu / count, wall / count
+
+
+def sending_loop(port: int, count: int, pool: int, folder: Path) -> tuple[float, float]:
+    from sqlalchemy import insert
+
+    from newsletter.campaigns import Campaigns
+    from newsletter.config import load_settings
+    from newsletter.db import Database, make_engine, upgrade
+    from newsletter.models import Subscriber, utcnow
+    from newsletter.store import CampaignStore
+
+    url = f"sqlite:///{folder / 'cpu.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    environ = {
+        **ENV,
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "NEWSLETTER_SMTP_POOL": str(pool),
+    }
+    settings = load_settings(environ=environ)
+    db = Database(url)
+    now = utcnow()
+    people = [
+        {
+            "email": f"p{i}@example.com",
+            "email_key": f"p{i}@example.com",
+            "name": f"Reader {i}",
+            "status": "active",
+            "attributes": {},
+            "consent_source": "bench",
+            "consent_ip": "",
+            "consent_text": "",
+            "created_at": now,
+            "confirmed_at": now,
+        }
+        for i in range(count)
+    ]
+    with db.session() as session:
+        session.execute(insert(Subscriber), people)
+    service = Campaigns(settings, CampaignStore(db))
+    _, rendered = service.prepare(ISSUE)
+    campaign, _ = service.create(rendered, [], "outbox", 0.0)  # created as outbox: no sign-off needed
+    sender = service.sender(campaign, adapter_name="smtp")
+    cpu, wall = time.process_time(), time.perf_counter()
+    summary = sender.run(campaign.id)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    assert summary.counts["sent"] == count, summary.counts
+    db.dispose()
+    return cpu / count, wall / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--pool", type=int, default=1)
+    args = parser.parse_args()
+    sink, port = start_smtp_sink()
+    try:
+        raw_cpu, raw_wall = raw(port, one_message(), args.messages)
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu, wall = sending_loop(port, args.messages, args.pool, Path(tmp))
+    finally:
+        sink.kill()
+        sink.wait()
+    print("| loop | CPU us/message | wall us/message |\n|---|---:|---:|")
+    print(f"| raw smtplib, 1 connection | {raw_cpu * 1e6:.0f} | {raw_wall * 1e6:.0f} |")
+    print(f"| Sender.run, smtp_pool = {args.pool} | {cpu * 1e6:.0f} | {wall * 1e6:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Exactly once at the edges: lost replies, international addresses, long subjects, a
+reader leaving mid-batch, one broken message, interrupted sends. Real aiosmtpd servers
+inject the faults (tests/smtp_server.py)."""
+
+from __future__ import annotations
+
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import time
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from newsletter.db import Database
+from newsletter.subscribers import SubscriberList
+
+from .conftest import SECRET
+from .helpers import ENV, SAMPLE_ISSUE, add_subscribers, delivery_states, subscriber_status, write_issue
+from .provider_server import ProviderServer
+from .smtp_server import Script, SMTPServer, parse
+
+
+@pytest.fixture
+def quick_timeouts(send_env, monkeypatch):
+    """Lost-reply tests wait 2 s for the answer after the final '.', not RFC 5321's 10 minutes."""
+    monkeypatch.setenv("NEWSLETTER_SMTP_DATA_TIMEOUT", "2")
+    monkeypatch.setenv("NEWSLETTER_HTTP_TIMEOUT", "2")
+    return monkeypatch
+
+
+@pytest.mark.parametrize("fault", ["STORE_THEN_HANG", "STORE_THEN_CLOSE"])
+def test_lost_reply_after_the_message_is_unknown_and_sent_again_only_on_request(cli, quick_timeouts, fault):
+    addresses = ["a@example.com", "lost@example.com", "c@example.com"]
+    add_subscribers(cli.database_url, addresses)
+    with SMTPServer(Script(data={"lost@example.com": [fault]})) as server:
+        server.handler.hang_seconds = 4  # past smtp_data_timeout = 2
+        quick_timeouts.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        assert server.handler.received_by() == {address: 1 for address in addresses}
+        assert delivery_states(cli.database_url)["lost@example.com"] == "unknown"
+        assert "sent 2, failed 0, unknown 1" in result.stdout
+        shown = cli("campaigns", "show", "1").stdout
+        assert "unknown (the server may have them; not retried automatically)" in shown
+        assert "no answer after the message was sent" in shown and "the server may have it" in shown
+        assert "newsletter campaigns retry 1 --unknown" in shown
+        # Nothing sends it again by itself: not a resume, not a plain retry.
+        cli("campaigns", "resume", "1")
+        plain = cli("campaigns", "retry", "1")
+        assert "1 unknown left as they are; add --unknown" in plain.stdout
+        assert server.handler.received_by()["lost@example.com"] == 1
+        retried = cli("campaigns", "retry", "1", "--unknown")
+        assert "Requeued 0 temporary failure(s) and 1 unknown." in retried.stdout
+        assert server.handler.received_by() == {"a@example.com": 1, "lost@example.com": 2, "c@example.com": 1}
+        copies = [m for m in server.handler.messages if m["To"].addresses[0].addr_spec == "lost@example.com"]
+    assert delivery_states(cli.database_url)["lost@example.com"] == "sent"
+    # Both copies carry the same Message-ID: the receiver can tell the second is a duplicate.
+    assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
+
+
+class LostResponseServer(ProviderServer):
+    """Postmark that takes the batch, then closes the connection instead of answering."""
+
+    def __init__(self):
+        super().__init__()
+        base = self.httpd.RequestHandlerClass
+        state = self.state
+
+        class Handler(base):
+            def reply(self, status, body=None, headers=None):
+                if getattr(state, "lose_replies", 0) and status == 200:
+                    state.lose_replies -= 1
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                super().reply(status, body, headers)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def test_http_response_lost_after_the_request_is_unknown(cli, quick_timeouts):
+    addresses = ["a@example.com", "b@example.com"]
+    add_subscribers(cli.database_url, addresses)
+    with LostResponseServer() as server:
+        server.state.lose_replies = 1
+        quick_timeouts.setenv("NEWSLETTER_ADAPTER", "postmark")
+        for name, value in server.env("postmark").items():
+            quick_timeouts.setenv(name, value)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        assert server.state.received_by() == {address: 1 for address in addresses}  # one request, never repeated
+        assert "unknown 2" in result.stdout and "the provider may have it" in result.stdout
+        cli("campaigns", "retry", "1", "--unknown")
+        assert server.state.received_by() == {address: 2 for address in addresses}
+    assert set(delivery_states(cli.database_url).values()) == {"sent"}
+
+
+def test_provider_unreachable_pauses(cli, send_env, monkeypatch):
+    from .smtp_server import free_port
+
+    add_subscribers(cli.database_url, ["a@example.com"])
+    monkeypatch.setenv("NEWSLETTER_ADAPTER", "postmark")
+    monkeypatch.setenv("NEWSLETTER_POSTMARK_TOKEN", "token")
+    monkeypatch.setenv("NEWSLETTER_POSTMARK_API_URL", f"http://127.0.0.1:{free_port()}")
+    result = cli("send", str(SAMPLE_ISSUE), "--yes", expect=1)
+    assert "postmark: cannot reach" in result.stderr and "newsletter campaigns resume 1" in result.stderr
+    assert delivery_states(cli.database_url) == {"a@example.com": "queued"}
+    assert "[paused]" in cli("campaigns", "show", "1").stdout
+
+
+def test_international_addresses(cli, send_env, monkeypatch):
+    added = cli("subscribers", "add", "user@bücher.example", "--tag", "monthly").stdout
+    assert "user@xn--bcher-kva.example" in added  # stored as it goes on the wire
+    cli("subscribers", "add", "mañana@example.com", "--name", "Ana Muñoz", "--tag", "monthly")
+    cli("subscribers", "add", "plain@example.com", "--tag", "monthly")
+    refused = cli("subscribers", "add", "two@@example.com", expect=1)
+    assert "invalid email address" in refused.stderr and "@" in refused.stderr
+    with SMTPServer(smtputf8=False) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        assert server.handler.received_by() == {"user@xn--bcher-kva.example": 1, "plain@example.com": 1}
+        assert server.handler.rcpt_attempts["user@xn--bcher-kva.example"] == 1
+    assert "sent 2, failed 1" in result.stdout and "does not offer SMTPUTF8" in result.stdout
+    assert subscriber_status(cli.database_url, "mañana@example.com") == "active"
+    # An SMTPUTF8 server takes the non-ASCII address; --again sends the issue a second time.
+    with SMTPServer(smtputf8=True) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        cli("send", str(SAMPLE_ISSUE), "--yes", "--again")
+        received = server.handler.received_by()
+        (raw,) = [r for r in server.handler.raw if "mañana".encode() in r]
+    assert received == {"user@xn--bcher-kva.example": 1, "plain@example.com": 1, "mañana@example.com": 1}
+    message = parse(raw)
+    assert message["To"].addresses[0].addr_spec == "mañana@example.com"
+    assert message["To"].addresses[0].display_name == "Ana Muñoz"
+
+
+def test_long_subject_is_folded_and_decodes_intact(cli, send_env, monkeypatch, tmp_path):
+    words = ["Understanding", "anxiety", "ketamine", "treatment", "évaluation", "calm"]
+    subject = " ".join(words[i % len(words)] for i in range(200))[:1199].strip()
+    subject = subject + "x" * (1199 - len(subject))
+    unbroken = "y" * 1100  # one word too long to fold at a space
+    for title, name in ((subject, "long"), (unbroken, "unbroken")):
+        issue = write_issue(tmp_path, "Hello.\n", front=f'subject: "{title}"\npreheader: "p"\n', name=name)
+        lint = cli("lint", str(issue), expect=1)
+        assert "shorten it to at most 150" in lint.stdout + lint.stderr
+        cli("issues", "approve", str(issue), "--by", "Dr. Test")  # a real send needs the sign-off
+    add_subscribers(cli.database_url, ["a@example.com"])
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        for name in ("long", "unbroken"):  # a real send needs a clinical sign-off (main's review)
+            cli("issues", "approve", str(tmp_path / f"{name}.md"), "--by", "Dr. Test")
+            cli("send", str(tmp_path / f"{name}.md"), "--yes", "--force")
+        raws = list(server.handler.raw)
+    assert len(raws) == 2
+    for raw, expected in zip(raws, (subject, unbroken), strict=True):
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        assert max(len(line) for line in head.split(b"\r\n")) <= 998
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert message["Subject"] == expected
+        assert message.defects == []
+
+
+def test_reader_who_unsubscribes_mid_batch_gets_nothing_after(cli, send_env, monkeypatch):
+    addresses = [f"r{i:02d}@example.com" for i in range(30)]
+    add_subscribers(cli.database_url, addresses)
+    db = Database(cli.database_url)
+    people = SubscriberList(db, SECRET)
+    left = {}
+
+    def leave_while_in_flight(handler, session):
+        if len(handler.messages) == 3 and not left:
+            people.unsubscribe("r05@example.com", reason="clicked the link")  # returns before message 4
+            left["at"] = len(handler.messages)
+        return None
+
+    monkeypatch.setenv("NEWSLETTER_BATCH_SIZE", "50")  # the whole campaign is one claimed batch
+    with SMTPServer() as server:
+        server.handler.on_data = leave_while_in_flight
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        received = server.handler.received_by()
+    db.dispose()
+    assert left and "r05@example.com" not in received and len(received) == 29
+    assert "skipped 1" in result.stdout
+
+
+def test_one_broken_message_fails_alone(cli, send_env, monkeypatch):
+    from newsletter.message import MessageBuilder
+
+    add_subscribers(cli.database_url, ["a@example.com", "broken@example.com", "c@example.com"])
+    build = MessageBuilder.build
+
+    def build_or_break(self, rendered, recipient, *args, **kwargs):
+        if recipient.email == "broken@example.com":
+            raise UnicodeEncodeError("ascii", "ñ", 0, 1, "injected")
+        return build(self, rendered, recipient, *args, **kwargs)
+
+    monkeypatch.setattr(MessageBuilder, "build", build_or_break)
+    with SMTPServer() as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        assert server.handler.received_by() == {"a@example.com": 1, "c@example.com": 1}
+    assert "sent 2, failed 1" in result.stdout and "could not build this message: UnicodeEncodeError" in result.stdout
+    assert "[done]" in result.stdout
+    assert subscriber_status(cli.database_url, "broken@example.com") == "active"
+
+
+def test_message_id_is_the_same_on_every_attempt(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com"])
+    with SMTPServer(Script(data={"a@example.com": ["451 4.3.0 try again"]})) as server:
+        monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
+        cli("send", str(SAMPLE_ISSUE), "--yes")
+        (message,) = server.handler.messages
+    from newsletter.config import load_settings
+    from newsletter.message import MessageBuilder
+
+    settings = load_settings(overrides={"database_url": cli.database_url})
+    assert message["Message-ID"] == MessageBuilder(settings).message_id(1, 1)
+    assert message["Message-ID"].endswith("@calmharbor.example>")
+
+
+def test_sigterm_exits_130_with_the_resume_hint(sqlite_url, send_env, monkeypatch):
+    addresses = [f"r{i:03d}@example.com" for i in range(60)]
+    add_subscribers(sqlite_url, addresses)
+    with SMTPServer() as server:
+        server.handler.delay = 0.05
+        env = {
+            **os.environ,
+            **ENV,
+            "NEWSLETTER_DATABASE_URL": sqlite_url,
+            "NEWSLETTER_ADAPTER": "smtp",
+            "NEWSLETTER_SMTP_URL": server.url,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while len(server.handler.messages) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert "newsletter campaigns resume 1" in err and "[paused]" in out
+        resumed = subprocess.run(
+            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert server.handler.received_by() == {address: 1 for address in addresses}
+
+
+def test_locked_database_says_how_to_resume(sqlite_url, send_env, monkeypatch):
+    """A send that meets a database held by another program ends with one line and the way back."""
+    import sqlite3
+
+    add_subscribers(sqlite_url, ["a@example.com", "b@example.com"])
+    monkeypatch.setenv("NEWSLETTER_ADAPTER", "outbox")
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    runner = CliRunner()
+    queued = runner.invoke(main, ["--database-url", sqlite_url, "send", str(SAMPLE_ISSUE), "--yes", "--queue"])
+    assert queued.exit_code == 0, queued.output
+    import newsletter.db
+
+    pragmas = newsletter.db._sqlite_pragmas
+
+    def impatient(connection, record):  # wait 0.2 s for the lock, not 30 s
+        pragmas(connection, record)
+        connection.execute("PRAGMA busy_timeout=200")
+
+    monkeypatch.setattr(newsletter.db, "_sqlite_pragmas", impatient)
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = runner.invoke(main, ["--database-url", sqlite_url, "campaigns", "resume", "1"])
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "database is locked" in errors[0]
+    assert "newsletter campaigns resume 1" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_import_takes_what_can_be_delivered_and_says_why_not(cli, send_env, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,tags\nuser@bücher.example,monthly\nmañana@example.com,monthly\nbad@@example.com,monthly\n",
+        encoding="utf-8",
+    )
+    result = cli("subscribers", "import", str(people), expect=None)
+    assert "invalid email address" in result.stderr and ":4:" in result.stderr
+    listed = cli("subscribers", "list").stdout
+    assert "user@xn--bcher-kva.example" in listed and "mañana@example.com" in listed
+    # The same reader typed with the Unicode domain is recognised as already subscribed.
+    again = cli("subscribers", "add", "USER@bücher.example", expect=None)
+    assert again.exit_code == 1 and "already" in (again.stderr + again.stdout).lower()

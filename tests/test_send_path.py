@@ -1,0 +1,108 @@
+"""The fast send path keeps the delivery guarantees: each connection records its message
+before it starts the next, the records are fenced, and on PostgreSQL only the recorder's
+commits skip the wait for the disk."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import text
+
+from newsletter.config import load_settings
+from newsletter.db import Database
+from newsletter.delivery.smtp import SMTPAdapter, _Connection
+from newsletter.message import Message
+from newsletter.store import LEFT, LOST, SEND, CampaignStore
+
+from .helpers import ENV, SAMPLE_ISSUE, add_subscribers
+from .smtp_server import SMTPServer
+
+
+def messages(count: int) -> list[Message]:
+    return [
+        Message(f"r{i}@example.com", "", "news@example.com", "", "s", "<p>x</p>", "x", f"<{i}@x>", {}, delivery_id=i)
+        for i in range(count)
+    ]
+
+
+def test_every_pool_connection_records_before_its_next_message(monkeypatch):
+    events: list[tuple[str, int, int]] = []  # (what, delivery, thread)
+    lock = threading.Lock()
+    original = _Connection.send
+
+    def send(self, message):
+        with lock:
+            events.append(("start", message.delivery_id, threading.get_ident()))
+        return original(self, message)
+
+    def record(result):
+        with lock:
+            events.append(("recorded", result.message.delivery_id, threading.get_ident()))
+
+    monkeypatch.setattr(_Connection, "send", send)
+    with SMTPServer() as server:
+        adapter = SMTPAdapter(server.url, pool=3)
+        with adapter:
+            results = list(adapter.send(iter(messages(30)), record=record))
+        assert len(server.handler.messages) == 30
+    assert sorted(result.message.delivery_id for result in results) == list(range(30))
+    threads = {thread for _, _, thread in events}
+    assert len(threads) > 1  # the pool did send in parallel
+    for thread in threads:
+        mine = [(what, delivery) for what, delivery, who in events if who == thread]
+        # start 1, recorded 1, start 2, recorded 2, ...: never two starts in a row
+        assert [what for what, _ in mine] == ["start", "recorded"] * (len(mine) // 2)
+        assert [delivery for _, delivery in mine[::2]] == [delivery for _, delivery in mine[1::2]]
+
+
+def _campaign(url):
+    from newsletter.campaigns import Campaigns
+
+    settings = load_settings(environ={**ENV, "NEWSLETTER_DATABASE_URL": url})
+    store = CampaignStore(Database(url))
+    service = Campaigns(settings, store)
+    _, rendered = service.prepare(SAMPLE_ISSUE)
+    campaign, _ = service.create(rendered, [], "outbox", 0.0)
+    return store, campaign
+
+
+def test_recorder_marks_fenced_and_checks_the_next(database_url):
+    add_subscribers(database_url, ["a@example.com", "b@example.com", "c@example.com"])
+    store, campaign = _campaign(database_url)
+    first, second, third = store.claim(campaign.id, "me", 3)
+    recorder = store.recorder("me")
+    try:
+        assert recorder.check(first.delivery_id) == SEND
+        assert recorder.mark_sent(first.delivery_id, "id-1", check_next=second.delivery_id) == (True, SEND)
+        assert recorder.mark_sent(first.delivery_id, "id-1") == (False, None)  # already sent: not twice
+        assert store.recorder("someone else").mark_sent(second.delivery_id, "x") == (False, None)  # not its claim
+        assert store.recorder("someone else").check(second.delivery_id) == LOST
+        from newsletter.subscribers import SubscriberList
+
+        SubscriberList(store.db, ENV["NEWSLETTER_SECRET_KEY"]).unsubscribe(third.email, reason="test")
+        assert recorder.mark_sent(second.delivery_id, "id-2", check_next=third.delivery_id) == (True, LEFT)
+    finally:
+        recorder.close()
+    summary = store.summary(campaign.id)
+    assert summary.counts["sent"] == 2
+    store.db.dispose()
+
+
+def test_only_the_recorders_commits_skip_the_disk_wait_on_postgresql(postgres_url):
+    db = Database(postgres_url)
+    recorder = CampaignStore(db).recorder("me")
+    connection = recorder._connection()
+    cursor = connection.cursor()
+    cursor.execute("SHOW synchronous_commit")
+    assert cursor.fetchone()[0] == "off"
+    cursor.close()
+    recorder.close()
+    with db.engine.connect() as other:  # the pooled connection is back to the default
+        assert other.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    durable = CampaignStore(db).recorder("me", synchronous_commit=True)
+    cursor = durable._connection().cursor()
+    cursor.execute("SHOW synchronous_commit")
+    assert cursor.fetchone()[0] == "on"
+    cursor.close()
+    durable.close()
+    db.dispose()
