@@ -301,6 +301,7 @@ def test_ten_sigkills_with_injected_faults_lose_nobody(pg_url, workdir):
 
     kill_after = sorted(rng.sample(range(100, 1900), 10))
     kills = 0
+    give_up = time.monotonic() + 400
     with SMTPServer() as server:
         server.handler.on_rcpt = answer
         queue(pg_url)
@@ -310,6 +311,8 @@ def test_ten_sigkills_with_injected_faults_lose_nobody(pg_url, workdir):
             if kills == len(kill_after):
                 process.wait(timeout=300)
                 assert process.returncode == 0, process.stderr.read().decode()
+                if campaign_summary(pg_url).counts["queued"] and time.monotonic() < give_up:
+                    continue  # idle while a killed worker's claims were still being taken over
                 break
             target = kill_after[kills]
             wait_for(
@@ -317,7 +320,11 @@ def test_ten_sigkills_with_injected_faults_lose_nobody(pg_url, workdir):
                 120,
                 f"message {target}",
             )
-            assert process.poll() is None, "the worker finished before it could be killed"
+            if process.poll() is not None:
+                # It went idle (the rest was still claimed by the killed worker, or waiting for a
+                # retry) before this kill point: start another one; only a crash is a failure.
+                assert process.returncode == 0, process.stderr.read().decode()
+                continue
             process.kill()
             process.wait(timeout=20)
             kills += 1
