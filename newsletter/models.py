@@ -72,7 +72,7 @@ class Subscriber(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token: Mapped[str] = mapped_column(String(20), unique=True, default=new_subscriber_token)
-    # The row id the links of messages sent before migration 0005 carry; never set for new rows.
+    # The row id the links of messages sent before migration 0006 carry; never set for new rows.
     legacy_id: Mapped[int | None] = mapped_column(Integer, unique=True, nullable=True)
     email: Mapped[str] = mapped_column(String(320))
     # Lower-cased address: uniqueness is case-insensitive, whatever the database collation.

@@ -277,7 +277,7 @@ class SubscriberList:
     @staticmethod
     def by_link(session: Session, data: TokenData) -> Subscriber | None:
         """The person a link token opens: the row holding its random value (or, for links
-        sent before migration 0005, the row that had that id then). None once erased."""
+        sent before migration 0006, the row that had that id then). None once erased."""
         if data.key is not None:
             return session.scalar(select(Subscriber).where(Subscriber.token == data.key))
         if data.legacy_id is not None:

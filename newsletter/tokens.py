@@ -15,7 +15,7 @@ value. An erased person's row is gone, and the value is never handed out again, 
 old links open nobody. Confirmation tokens carry the random value of one signup instead
 (single use: the signup row is deleted once confirmed).
 
-Links in messages sent before migration 0005 are itsdangerous-signed `[row id, campaign]`
+Links in messages sent before migration 0006 are itsdangerous-signed `[row id, campaign]`
 pairs; they still read, as `legacy_id` (the migration kept each row's id there, and new
 rows never get one).
 
@@ -50,7 +50,7 @@ class InvalidToken(DataError):
 class TokenData:
     """What a valid token says: whose random value, and which campaign's message."""
 
-    key: str | None  # hex of the random value; None for a legacy (pre-0005) link or "nobody"
+    key: str | None  # hex of the random value; None for a legacy (pre-0006) link or "nobody"
     campaign_id: int | None
     legacy_id: int | None = None
 
@@ -96,7 +96,7 @@ class Tokens:
 
     def _read_legacy(self, purpose: str, token: str) -> TokenData:
         if purpose == "confirm":
-            # Pre-0005 confirmation links could be replayed; they are refused (sign up again).
+            # Pre-0006 confirmation links could be replayed; they are refused (sign up again).
             raise InvalidToken("this link has expired")
         try:
             subscriber_id, campaign_id = self._legacy[purpose].loads(token)
@@ -105,5 +105,5 @@ class Tokens:
             raise InvalidToken("this link is not valid") from None
 
     def legacy(self, purpose: str, subscriber_id: int, campaign_id: int | None = None) -> str:
-        """A link as messages sent before migration 0005 carried it (for tests of that path)."""
+        """A link as messages sent before migration 0006 carried it (for tests of that path)."""
         return self._legacy[purpose].dumps([subscriber_id, campaign_id])

@@ -155,7 +155,7 @@ def test_body_template_without_final_newline(monkeypatch):
 
 def test_link_tokens_round_trip():
     """Sealed tokens read back to the random value and campaign they were made from; links
-    in messages sent before migration 0005 (itsdangerous-signed ids) still read."""
+    in messages sent before migration 0006 (itsdangerous-signed ids) still read."""
     import secrets
 
     from newsletter.tokens import Tokens

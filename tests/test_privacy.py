@@ -211,7 +211,7 @@ def test_erased_persons_links_open_nobody(stack):
 
 
 def test_old_links_keep_working_after_the_migration(tmp_path, workdir):
-    """Links in messages sent before migration 0005 carried the row id; they still work,
+    """Links in messages sent before migration 0006 carried the row id; they still work,
     and an id erased before the migration is never handed out again."""
     from alembic import command
     from sqlalchemy import text

@@ -111,7 +111,7 @@ def test_get_only_asks_and_form_post_unsubscribes(web):
         lambda t: t.upper(),  # upper case reads the same: still valid, so the mangling below adds a letter
         lambda t: Tokens(SECRET).make("preferences", "00" * 10, None),  # sealed by us, nobody's value
         lambda t: Tokens("another-secret-key-000000").make("unsubscribe", "11" * 10, None),  # wrong key
-        lambda t: Tokens(SECRET).legacy("unsubscribe", 999, None),  # pre-0005 link of a row that never existed
+        lambda t: Tokens(SECRET).legacy("unsubscribe", 999, None),  # pre-0006 link of a row that never existed
     ],
 )
 def test_forged_tokens_change_nothing(web, mangle):

@@ -5,8 +5,8 @@ as `legacy_id`, so links in messages sent before this migration keep working; ne
 never get a legacy id. On SQLite the subscribers table is rebuilt with AUTOINCREMENT and
 its sequence starts above every id ever seen (erased people's ids live on in events).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-26
 """
 
@@ -15,8 +15,8 @@ import secrets
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"  # after main's 0006 and 0004 when merging main
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

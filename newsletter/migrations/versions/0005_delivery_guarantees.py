@@ -1,15 +1,15 @@
 """delivery guarantees: unknown outcomes, failure kinds, repeat campaigns, late answers, sending time
 
-Revision ID: 0004
-Revises: 0006
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-26
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0006"  # re-chained after main's 0006 (feedback) when merging main
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
