@@ -496,6 +496,7 @@ class Campaigns:
         adapter: str | None = None,
         rate: float | None = None,
         scheduled_at: datetime | None = None,
+        check_adapter: bool = True,
     ) -> tuple[Campaign, int]:
         if isinstance(plan, RenderedIssue):  # create(rendered, segment, ...): a new campaign, no repeats
             rendered, repeat = plan, False
@@ -503,8 +504,12 @@ class Campaigns:
             rendered, segment, repeat = plan.rendered, plan.segment, plan.repeat
         adapter = adapter or self.settings.adapter
         # Every setting the adapter needs is checked before a campaign exists: a campaign
-        # created and then refused would take over every later `send` of the issue.
-        self.describe_adapter(adapter)  # ConfigError; and CAN-SPAM: no real send without a postal address
+        # created and then refused would take over every later `send` of the issue. A campaign
+        # queued for workers is sent with the workers' settings, checked when they take it.
+        if check_adapter:
+            self.describe_adapter(adapter)  # ConfigError
+        if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
+            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
         require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
         campaign, count = self.store.create(
             rendered, segment or [], adapter, self.settings.rate if rate is None else rate, scheduled_at, repeat

@@ -299,8 +299,8 @@ class Linter:
         return Finding(
             "error",
             issue.where(issue.line_of("template")),
-            f"template '{issue.template}' not found ({missing[0]} in {folder}); "
-            f"use one of: {', '.join(known) or '(none)'}",
+            f"template '{issue.template}' not found; use one of: {', '.join(known) or '(none)'} "
+            f"(looked for {missing[0]} in {folder})",
             "template",
         )
 

@@ -316,7 +316,9 @@ def start_campaign(app: App, service, plan, yes: bool, queue_only: bool, at) -> 
             abort=True,
             err=True,
         )
-    campaign, queued = service.create(plan, adapter=settings.adapter, rate=settings.rate, scheduled_at=at)
+    campaign, queued = service.create(
+        plan, adapter=settings.adapter, rate=settings.rate, scheduled_at=at, check_adapter=not (queue_only or at)
+    )
     when = f" to start at {at.isoformat()}" if at else ""
     click.echo(f"Campaign {campaign.id}: {queued} deliveries queued{when}.")
     if queue_only or at:
