@@ -392,3 +392,51 @@ def test_stale_approval_warns(tmp_path):
     findings = lint(path)
     assert [(f.rule, f.location) for f in findings] == [("review", f"{path}:6")]
     assert "changed since Dr. Ana Ruiz approved it" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    "body, phrase",
+    [
+        ("Most patients feel\nno\nside effects at all.\n", "no side effects"),
+        ("It is not a permanent\nfix for anyone.\n", "permanent fix"),
+        ("Expect instant\nrelief in many cases.\n", "instant relief"),
+        ("It is 100%\neffective, we say.\n", "100% effective"),
+        ("Our plan is risk\u2011free.\n", "risk free"),
+        ("Our plan is risk\u2013free.\n", "risk free"),
+        ("It is 100 % effective.\n", "100% effective"),
+        ("You will have **no side** effects.\n", "no side effects"),
+        ("A c&#117;re for worry.\n", "cure"),
+        ("Cur\u00aded in weeks.\n", "cured"),
+        ("A mir\u200bacle for worry.\n", "miracle"),
+        ("A \uff23\uff55\uff52\uff45 for worry.\n", "cure"),
+        ('Read [our news](https://example.com/a "A guaranteed result").\n', "guaranteed"),
+        ('![A calm room](https://cdn.example.com/a.png "Clinically proven calm")\n', "clinically proven"),
+        ("Visit <https://miracle.example.com/>.\n", "miracle"),
+        ("> Most feel\n> no side effects.\n", "no side effects"),
+    ],
+)
+def test_claims_split_or_disguised_are_found_where_they_start(tmp_path, body, phrase):
+    path = write_issue(tmp_path, "Some news.\n\n" + body)
+    findings = [f for f in lint(path) if f.rule == "claims"]
+    start = 7 + next(index for index, line in enumerate(body.splitlines()) if _starts_claim(line, phrase))
+    assert [f.location for f in findings] == [f"{path}:{start}"], findings
+    assert len(str(findings[0])) <= 200 and "\n" not in str(findings[0])
+
+
+def _starts_claim(line: str, phrase: str) -> bool:
+    """The source line where the phrase starts (its first word, disguised or not)."""
+    first = phrase.split()[0]
+    from newsletter.lint import claim_text
+
+    return first.lower().rstrip("%") in claim_text(line).lower().replace("\u00ad", "").replace("*", "")
+
+
+def test_claims_across_paragraphs_or_list_items_are_separate_words(tmp_path):
+    body = "We never say no.\n\nSide effects are listed below.\n\n- a permanent\n- fix list\n"
+    assert lint(write_issue(tmp_path, body)) == []
+
+
+def test_approved_claim_written_as_a_string_counts_as_one(tmp_path):
+    body = "Most patients report no side\neffects after the first week.\n"
+    approved = 'subject: "A calm subject"\npreheader: "p"\napproved_claims: "no side effects"\n'
+    assert lint(write_issue(tmp_path, body, front=approved)) == []
