@@ -41,13 +41,19 @@ MAX_LINE = 200
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 CLAIMS_FILE = Path(__file__).resolve().parent / "data" / "claims.txt"
 # A quotation of a few words...
-QUOTATION = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{12,})[\"\u201d]")
+QUOTATION = re.compile(
+    r"[\"\u201c]([^\"\u201c\u201d]{12,})[\"\u201d]"
+    # or in single quotes, where an apostrophe inside a word (I'm) does not end it
+    r"|(?<!\w)['\u2018]((?:[^'\u2018\u2019]|(?<=\w)['\u2019](?=\w)){12,}?)['\u2019](?!\w)"
+)
 # ...attributed to someone, after it: "(a patient)", "-- Maria", ", says Maria"...
 _WHO = r"(?:(?:a|an|one|our|one of our)\s+)?(?:patients?|clients?|customers?|participants?|[A-Z][a-z]+\b)"
 _SAYS = r"(?:says|said|recalls|shares|shared|writes|wrote|explains|told us|put it)"
-ATTRIBUTED_AFTER = re.compile(rf"^[\s,.!?]*(?:\(|[\u2014\u2013]|--|{_SAYS}\b)\s*{_WHO}")
-# ...or before it: "Maria said", "as one patient put it,"
-ATTRIBUTED_BEFORE = re.compile(rf"{_WHO}\s+{_SAYS}[\s,:]*$")
+ATTRIBUTED_AFTER = re.compile(rf"^[\s,.!?*_]*(?:\(|[\u2014\u2013]|--?|{_SAYS}\b)\s*{_WHO}")
+# ...or before it: "Maria said", "as one patient put it,", "according to a patient,"
+ATTRIBUTED_BEFORE = re.compile(rf"(?:{_WHO}\s+{_SAYS}|[Aa]ccording to\s+{_WHO})[\s,:*_]*$")
+# A line that only names who said the blockquote above it: "— Maria", "-- a patient"
+ATTRIBUTION_LINE = re.compile(rf"^\s*(?:[\u2014\u2013]|--?)\s*{_WHO}[\w\s.,]*$")
 FIRST_PERSON = re.compile(r"\b(?:I|me|my|I'm|I\u2019m|I've|I\u2019ve)\b")
 RAW_TAG = re.compile(r"<(?:!--|/?[A-Za-z][A-Za-z0-9-]*\b)[^<>]*>")
 HTML_MARKDOWN = MarkdownIt("commonmark", {"html": True})
@@ -281,7 +287,7 @@ class Linter:
             if block.kind == "story":
                 continue
             for line, text, quoted in _paragraphs(block.body, block.body_line):
-                if _is_testimonial(text, quoted):
+                if _is_testimonial(text, quoted) or quoted and _is_attributed_quote(text):
                     findings.append(
                         Finding(
                             "error",
@@ -570,15 +576,23 @@ def _raw_html(body: str, first_line: int) -> Iterator[tuple[int, str]]:
 
 
 def _paragraphs(body: str, first_line: int) -> Iterator[tuple[int, str, bool]]:
-    """(line, text, inside a blockquote) for each paragraph or list item of a body."""
-    quoted = 0
+    """(line, text, inside a blockquote) for each paragraph or list item of a body; a
+    blockquote comes whole, at its first line, its paragraphs one per line."""
+    quoted: list[tuple[int, list[str]]] = []  # open blockquotes: (first line, paragraphs)
     for token in markdown().parse(body):
-        if token.type == "blockquote_open":
-            quoted += 1
-        elif token.type == "blockquote_close":
-            quoted -= 1
+        if token.type == "blockquote_open" and token.map:
+            quoted.append((first_line + token.map[0], []))
+        elif token.type == "blockquote_close" and quoted:
+            line, texts = quoted.pop()
+            if quoted:
+                quoted[-1][1].extend(texts)
+            else:
+                yield line, "\n".join(texts), True
         elif token.type == "inline" and token.map:
-            yield first_line + token.map[0], token.content, quoted > 0
+            if quoted:
+                quoted[-1][1].append(token.content)
+            else:
+                yield first_line + token.map[0], token.content, False
 
 
 def _is_testimonial(text: str, in_blockquote: bool) -> bool:
@@ -586,9 +600,16 @@ def _is_testimonial(text: str, in_blockquote: bool) -> bool:
         before, after = text[max(0, match.start() - 60) : match.start()], text[match.end() : match.end() + 60]
         if ATTRIBUTED_AFTER.search(after) or ATTRIBUTED_BEFORE.search(before):
             return True
-        if in_blockquote and FIRST_PERSON.search(match.group(1)):
+        if in_blockquote and FIRST_PERSON.search(match.group(1) or match.group(2)):
             return True
     return False
+
+
+def _is_attributed_quote(text: str) -> bool:
+    """A blockquote in the first person, signed on a line of its own ("— Maria"), quote
+    marks or not."""
+    *said, last = text.splitlines() or [""]
+    return bool(said) and bool(ATTRIBUTION_LINE.match(last)) and bool(FIRST_PERSON.search(" ".join(said)))
 
 
 def _normal(text: str) -> str:

@@ -252,6 +252,11 @@ def test_claims_in_preheader_and_story_fields(tmp_path):
         '"I finally feel like myself again." (a client)\n',
         '> "I felt calm within hours of my first visit."\n',
         'As one patient put it, "the fog lifted after a week."\n',
+        "> Ketamine changed my life.\n>\n> \u2014 Maria\n",
+        "> Ketamine changed my life.\n> -- a patient\n",
+        '*"I feel like myself again."* - John D.\n',
+        "'I'm finally sleeping through the night.' (a patient)\n",
+        'According to a patient, "it changed my life".\n',
     ],
 )
 def test_testimonials_outside_story_blocks(tmp_path, body):
@@ -265,6 +270,13 @@ def test_testimonials_outside_story_blocks(tmp_path, body):
 def test_quotes_that_are_no_testimonial_pass(tmp_path):
     body = 'The "fight or flight response" is normal.\n\nSome call it "the silent epidemic" (NIH data).\n'
     assert lint(write_issue(tmp_path, body)) == []
+    body = (
+        "According to the NIH, \"anxiety disorders are common\".\n\n"
+        "> Anxiety is a normal reaction to stress.\n>\n> \u2014 National Institute of Mental Health\n\n"
+        "We call it 'the worry loop' in our groups.\n\n"
+        "Don't skip meals; it's 'better to eat early' - a tip that helps.\n"
+    )
+    assert lint(write_issue(tmp_path, body, name="more")) == []
 
 
 def test_story_whose_disclaimer_was_removed_from_the_text_part(tmp_path, templates):
