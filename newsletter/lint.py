@@ -57,6 +57,11 @@ ATTRIBUTION_LINE = re.compile(rf"^\s*(?:[\u2014\u2013]|--?)\s*{_WHO}[\w\s.,]*$")
 FIRST_PERSON = re.compile(r"\b(?:I|me|my|I'm|I\u2019m|I've|I\u2019ve)\b")
 RAW_TAG = re.compile(r"<(?:!--|/?[A-Za-z][A-Za-z0-9-]*\b)[^<>]*>")
 HTML_MARKDOWN = MarkdownIt("commonmark", {"html": True})
+# Inline styles that hide an element's text (after premailer moved the CSS inline).
+HIDING_STYLE = re.compile(
+    r"(?:^|;)(?:display:none|visibility:hidden|font-size:0(?:\.0*)?(?:px|pt|em|rem|%)?(?:!important)?(?:;|$)"
+    r"|opacity:0(?:\.0*)?(?:!important)?(?:;|$)|(?:max-)?height:0(?:px)?(?:!important)?;(?:.*;)?overflow:hidden)"
+)
 # Reading text as a reader sees it, for claims (see claim_text and _flatten).
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff\u180e"))
 DASHES = re.compile(r"[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
@@ -414,7 +419,8 @@ class Linter:
                 Finding("error", template, "the postal address is missing from the message: restore it", "footer")
             )
         flat_text = " ".join(text.split())
-        shown_disclaimers = min(shown.count(DISCLAIMER[:40]), flat_text.count(DISCLAIMER[:40]))
+        visible = _visible_text(document)  # a disclaimer styled out of sight is not shown
+        shown_disclaimers = min(visible.count(DISCLAIMER[:40]), flat_text.count(DISCLAIMER[:40]))
         stories = [block for block in issue.blocks if block.kind == "story"]
         for block in stories[shown_disclaimers:]:
             findings.append(
@@ -603,6 +609,18 @@ def _is_testimonial(text: str, in_blockquote: bool) -> bool:
         if in_blockquote and FIRST_PERSON.search(match.group(1) or match.group(2)):
             return True
     return False
+
+
+def _visible_text(document: lxml.html.HtmlElement) -> str:
+    """The text of the (inlined) HTML without what its styles hide."""
+    copy = lxml.html.fromstring(lxml.html.tostring(document))
+    for element in list(copy.iter()):
+        if not isinstance(element.tag, str) or element.getparent() is None:
+            continue
+        style = re.sub(r"\s+", "", (element.get("style") or "").lower())
+        if element.get("hidden") is not None or HIDING_STYLE.search(style):
+            element.drop_tree()
+    return " ".join(copy.text_content().split())
 
 
 def _is_attributed_quote(text: str) -> bool:

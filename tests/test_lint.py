@@ -452,3 +452,23 @@ def test_approved_claim_written_as_a_string_counts_as_one(tmp_path):
     body = "Most patients report no side\neffects after the first week.\n"
     approved = 'subject: "A calm subject"\npreheader: "p"\napproved_claims: "no side effects"\n'
     assert lint(write_issue(tmp_path, body, front=approved)) == []
+
+
+@pytest.mark.parametrize(
+    "style",
+    ["display:none", "visibility: hidden", "font-size: 0", "font-size:0px !important", "opacity:0"],
+)
+def test_story_whose_disclaimer_is_hidden_by_a_style(tmp_path, templates, style):
+    story = templates / "email" / "blocks" / "story.html"
+    story.write_text(story.read_text().replace('<p class="disclaimer">', f'<p class="disclaimer" style="{style}">'))
+    path = write_issue(tmp_path, "::: story\nname: S\nheadline: H\n\nIt helped.\n:::\n")
+    findings = lint(path, templates_dir=str(templates))
+    assert [(f.rule, f.location) for f in findings] == [("disclaimer", f"{path}:5")]
+
+
+def test_story_whose_disclaimer_is_hidden_by_a_stylesheet_class(tmp_path, templates):
+    layout = templates / "email" / "newsletter.html"
+    layout.write_text(layout.read_text().replace("</style>", ".disclaimer { display: none; }\n</style>", 1))
+    path = write_issue(tmp_path, "::: story\nname: S\nheadline: H\n\nIt helped.\n:::\n")
+    findings = lint(path, templates_dir=str(templates))
+    assert [(f.rule, f.location) for f in findings] == [("disclaimer", f"{path}:5")]
