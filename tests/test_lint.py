@@ -271,7 +271,7 @@ def test_quotes_that_are_no_testimonial_pass(tmp_path):
     body = 'The "fight or flight response" is normal.\n\nSome call it "the silent epidemic" (NIH data).\n'
     assert lint(write_issue(tmp_path, body)) == []
     body = (
-        "According to the NIH, \"anxiety disorders are common\".\n\n"
+        'According to the NIH, "anxiety disorders are common".\n\n'
         "> Anxiety is a normal reaction to stress.\n>\n> \u2014 National Institute of Mental Health\n\n"
         "We call it 'the worry loop' in our groups.\n\n"
         "Don't skip meals; it's 'better to eat early' - a tip that helps.\n"
