@@ -80,6 +80,11 @@ def run_sender(app: App, campaign) -> None:
             if sender.stop_requested:
                 raise KeyboardInterrupt
             sender.request_stop()
+            click.echo(
+                "\nStopping after the message in flight (its answer may take up to smtp_data_timeout); "
+                "Ctrl-C again to stop now.",
+                err=True,
+            )
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -93,7 +98,8 @@ def run_sender(app: App, campaign) -> None:
                 hint=f"another program may hold the database; when it is free, run: {resume_hint}",
             ) from None
         except KeyboardInterrupt:
-            click.echo(f"Interrupted. Resume with: {resume_hint}", err=True)
+            service.pause_if_running(campaign.id)
+            click.echo(f"Interrupted: campaign {campaign.id} is paused. Resume with: {resume_hint}", err=True)
             sys.exit(130)
         finally:
             for sig, handler in previous.items():
@@ -102,6 +108,11 @@ def run_sender(app: App, campaign) -> None:
     if sender.stop_requested:
         click.echo(f"Interrupted: campaign {campaign.id} is paused. Resume with: {resume_hint}", err=True)
         sys.exit(130)
+    if summary.campaign.status == "cancelled" and summary.counts["queued"]:
+        raise NewsletterError(
+            f"campaign {campaign.id} was cancelled while sending; {summary.counts['queued']} not sent",
+            hint=f"to finish it: {resume_hint}",
+        )
     if summary.campaign.status == "paused":
         click.echo(f"Stopped. Resume with: {resume_hint}")
     elif summary.counts["queued"] and summary.campaign.status != "cancelled":
@@ -283,7 +294,7 @@ def show_dry_run(service, plan, output: str | None) -> None:
             writer = csv.writer(handle)
             writer.writerow(["email", "name", "tags"])
             for email, name, tags in recipients:
-                writer.writerow([email, name, " ".join(tags)])
+                writer.writerow([email, name, ";".join(tags)])  # as `subscribers export` writes them
         click.echo(f"All {plan.count} recipient(s) written to {output}.")
     else:
         click.echo(f"{'EMAIL':<40} {'NAME':<24} TAGS")
