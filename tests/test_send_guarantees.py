@@ -145,12 +145,12 @@ def test_long_subject_is_folded_and_decodes_intact(cli, send_env, monkeypatch, t
         issue = write_issue(tmp_path, "Hello.\n", front=f'subject: "{title}"\npreheader: "p"\n', name=name)
         lint = cli("lint", str(issue), expect=1)
         assert "shorten it to at most 150" in lint.stdout + lint.stderr
-        cli("issues", "approve", str(issue), "--by", "Dr. Test")  # a real send needs the sign-off
+        cli("issues", "approve", str(issue), "--by", "Dr. Test", "--force")  # a real send needs the sign-off
     add_subscribers(cli.database_url, ["a@example.com"])
     with SMTPServer() as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
         for name in ("long", "unbroken"):  # a real send needs a clinical sign-off (main's review)
-            cli("issues", "approve", str(tmp_path / f"{name}.md"), "--by", "Dr. Test")
+            cli("issues", "approve", str(tmp_path / f"{name}.md"), "--by", "Dr. Test", "--force")
             cli("send", str(tmp_path / f"{name}.md"), "--yes", "--force")
         raws = list(server.handler.raw)
     assert len(raws) == 2

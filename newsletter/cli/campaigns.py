@@ -239,6 +239,9 @@ def send(
     elif dry_run:
         show_dry_run(service, plan, output)
     else:
+        from ..review import require_sign_off
+
+        require_sign_off(plan.rendered, app.settings.adapter, given=issue)  # the hint repeats the issue as given
         start_campaign(app, service, plan, yes, queue_only, at)
 
 
