@@ -441,3 +441,31 @@ def test_message_without_a_sender_is_unrecognised_quietly(cli, send_env, workdir
         assert done.returncode == 0, done.stderr
         assert b"unrecognised 1" in done.stdout
         assert b"Traceback" not in done.stderr and b"Exception in detector" not in done.stderr
+
+
+def test_mailbox_setup_errors_are_one_line_with_a_hint(cli, send_env, monkeypatch, dovecot):
+    wrong = dovecot.url("imap").replace(":" + dovecot.url("imap").split(":")[2].split("@")[0] + "@", ":wrong@")
+    result = cli("inbox", "check", "--url", wrong, expect=1)
+    assert result.stderr.startswith("Error: imap://127.0.0.1:")
+    assert "AUTHENTICATIONFAILED" in result.stderr and "b'" not in result.stderr
+    assert "Hint: check the user and password in inbox_url" in result.stderr
+    for url in ("imap://[::1", "imap://127.0.0.1:99999/"):
+        result = cli("inbox", "check", "--url", url, expect=1)
+        assert result.stderr.startswith("Error: setting 'inbox_url' is not a valid URL")
+        assert "this is a bug" not in result.stderr and "Hint:" in result.stderr
+
+
+def test_inbox_without_a_database_says_run_init_and_creates_nothing(workdir):
+    import subprocess
+    import sys
+
+    raw = (MAIL / "spam.eml").read_bytes()
+    done = subprocess.run([sys.executable, "-m", "newsletter", "inbox", "process"], input=raw, capture_output=True)
+    assert done.returncode == 75  # the MTA keeps the message until the setup is fixed
+    assert b"Error: the database is not initialised" in done.stderr
+    assert b"Hint: run: newsletter init" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "inbox", "check", "--url", "maildir:Maildir"], capture_output=True
+    )
+    assert done.returncode == 1
+    assert not list(workdir.iterdir())
