@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
 
 from .addresses import redact_addresses
 from .chromium import chromium_available
@@ -87,6 +90,32 @@ def _next_pending(order: list[int], position: dict[int, int], pending: set[int],
     while index < len(order) and order[index] not in pending:
         index += 1
     return order[index] if index < len(order) else None
+
+
+RECORD_PATIENCE = 600.0  # seconds a known answer waits for a busy database before the send stops
+
+
+def _patiently(action: Callable[[], None], what: str, patience: float = RECORD_PATIENCE) -> None:
+    """Run a recording until the database takes it (a lock held by another program, a
+    failover): an answer the server gave cannot be asked for again."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            action()
+            return
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            if not _database_busy(exc) or time.monotonic() + delay > deadline:
+                log.error("%s: the server's answer could not be recorded (%s); a resume may send it again", what, exc)
+                raise
+            log.warning("database busy; holding the server's answer for %s until it can be recorded", what)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _database_busy(exc: Exception) -> bool:
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def batch_for_rate(batch_size: int, rate: float) -> int:
@@ -253,7 +282,12 @@ class Sender:
 
             def record(result: Result) -> None:
                 """Runs in the thread that sent the message, before its connection takes the
-                next one. One connection: the next message's check rides in the same commit."""
+                next one. One connection: the next message's check rides in the same commit.
+                The server has answered: a busy database is waited out, not given up on, or
+                a resume would send this message again."""
+                _patiently(lambda: record_now(result), f"delivery {result.message.delivery_id}")
+
+            def record_now(result: Result) -> None:
                 delivery_id = result.message.delivery_id
                 with keeper.lock:
                     marked = False
@@ -395,9 +429,10 @@ class Campaigns:
                 findings += check_issue_contrast(self.settings, issue_path)
         errors = [finding for finding in findings if finding.severity == "error"]
         if errors and not force:
+            contrast = " --contrast" if any(finding.rule == "contrast" for finding in errors) else ""
             raise DataError(
                 f"the issue has {len(errors)} lint error(s); first: {errors[0]}",
-                hint=f"run: newsletter lint {issue_path}  (or send with --force)",
+                hint=f"run: newsletter lint {issue_path}{contrast}  (or send with --force)",
             )
         if linter.issue is not None and linter.rendered is not None:  # the lint's render: CSS inlined once
             return linter.issue, linter.rendered
@@ -461,12 +496,18 @@ class Campaigns:
         adapter: str | None = None,
         rate: float | None = None,
         scheduled_at: datetime | None = None,
+        check_adapter: bool = True,
     ) -> tuple[Campaign, int]:
         if isinstance(plan, RenderedIssue):  # create(rendered, segment, ...): a new campaign, no repeats
             rendered, repeat = plan, False
         else:
             rendered, segment, repeat = plan.rendered, plan.segment, plan.repeat
         adapter = adapter or self.settings.adapter
+        # Every setting the adapter needs is checked before a campaign exists: a campaign
+        # created and then refused would take over every later `send` of the issue. A campaign
+        # queued for workers is sent with the workers' settings, checked when they take it.
+        if check_adapter:
+            self.describe_adapter(adapter)  # ConfigError
         if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
             self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
         require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
@@ -501,6 +542,15 @@ class Campaigns:
         ]
         with adapter:
             return list(adapter.send(messages))
+
+    def pause_if_running(self, campaign_id: int) -> None:
+        """After an interrupt: show the campaign as paused (best effort; the database may be the
+        reason the send stopped)."""
+        try:
+            if self.store.status(campaign_id) == "running":
+                self.store.set_status(campaign_id, "paused")
+        except Exception:  # noqa: BLE001 - the interrupt is what the user must hear about
+            log.warning("campaign %s: could not be marked paused", campaign_id)
 
     def cancel(self, campaign_id: int) -> None:
         campaign = self.store.get(campaign_id)

@@ -329,9 +329,14 @@ def _validate(values: dict[str, Any], sources: dict[str, str]) -> None:
         raise ConfigError(f"setting 'base_url' ({where('base_url')}) must be an http(s) URL")
     if values["smtp_url"]:
         smtp = urlsplit(values["smtp_url"])
-        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+        try:
+            port_ok = smtp.port is None or smtp.port > 0
+        except ValueError:
+            port_ok = False
+        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname or not port_ok:
             raise ConfigError(
                 f"setting 'smtp_url' ({where('smtp_url')}) must look like smtp://user:pass@host:587 or smtps://host:465"
+                " (a port from 1 to 65535)"
             )
     for name in ("bounce_address", "unsubscribe_address"):
         local, at, domain = values[name].rpartition("@")

@@ -128,7 +128,9 @@ class Issue:
 
     @property
     def approved_claims(self) -> list[str]:
-        return [str(claim) for claim in self.meta.get("approved_claims") or []]
+        claims = self.meta.get("approved_claims") or []
+        # `approved_claims: "cured"` (a string, not a list) is one claim, not five letters
+        return [claims] if isinstance(claims, str) else [str(claim) for claim in claims]
 
     @property
     def review(self) -> dict[str, str] | None:

@@ -699,7 +699,9 @@ class Importer:
             try:
                 source = CsvSource(stream, self.delimiter)
             except UnicodeError as exc:  # e.g. a UTF-16 file forced to read as UTF-32
-                raise DataError(f"{path}: cannot read as {encoding}: {exc.reason}", hint="check --encoding") from None
+                raise DataError(
+                    f"{path}: cannot read as {encoding}: {getattr(exc, 'reason', None) or exc}", hint="check --encoding"
+                ) from None
             report.format = FileFormat(encoding, encoding_source, source.delimiter, source.delimiter_source)
             parser = RowParser(ColumnMap(source.header, source.delimiter), self.default_tags, encoding)
             rejects_file = RejectsFile(rejects_path, source, encoding) if rejects_path else None

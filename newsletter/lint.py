@@ -7,7 +7,10 @@ other checks run on what is left, so staff fix everything in one pass.
 
 from __future__ import annotations
 
+import html
 import re
+import unicodedata
+from bisect import bisect_right
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,16 +41,39 @@ MAX_LINE = 200
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 CLAIMS_FILE = Path(__file__).resolve().parent / "data" / "claims.txt"
 # A quotation of a few words...
-QUOTATION = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{12,})[\"\u201d]")
+QUOTATION = re.compile(
+    r"[\"\u201c]([^\"\u201c\u201d]{12,})[\"\u201d]"
+    # or in single quotes, where an apostrophe inside a word (I'm) does not end it
+    r"|(?<!\w)['\u2018]((?:[^'\u2018\u2019]|(?<=\w)['\u2019](?=\w)){12,}?)['\u2019](?!\w)"
+)
 # ...attributed to someone, after it: "(a patient)", "-- Maria", ", says Maria"...
 _WHO = r"(?:(?:a|an|one|our|one of our)\s+)?(?:patients?|clients?|customers?|participants?|[A-Z][a-z]+\b)"
 _SAYS = r"(?:says|said|recalls|shares|shared|writes|wrote|explains|told us|put it)"
-ATTRIBUTED_AFTER = re.compile(rf"^[\s,.!?]*(?:\(|[\u2014\u2013]|--|{_SAYS}\b)\s*{_WHO}")
-# ...or before it: "Maria said", "as one patient put it,"
-ATTRIBUTED_BEFORE = re.compile(rf"{_WHO}\s+{_SAYS}[\s,:]*$")
+ATTRIBUTED_AFTER = re.compile(rf"^[\s,.!?*_]*(?:\(|[\u2014\u2013]|--?|{_SAYS}\b)\s*{_WHO}")
+# ...or before it: "Maria said", "as one patient put it,", "according to a patient,"
+ATTRIBUTED_BEFORE = re.compile(rf"(?:{_WHO}\s+{_SAYS}|[Aa]ccording to\s+{_WHO})[\s,:*_]*$")
+# A line that only names who said the blockquote above it: "— Maria", "-- a patient"
+ATTRIBUTION_LINE = re.compile(rf"^\s*(?:[\u2014\u2013]|--?)\s*{_WHO}[\w\s.,]*$")
 FIRST_PERSON = re.compile(r"\b(?:I|me|my|I'm|I\u2019m|I've|I\u2019ve)\b")
 RAW_TAG = re.compile(r"<(?:!--|/?[A-Za-z][A-Za-z0-9-]*\b)[^<>]*>")
 HTML_MARKDOWN = MarkdownIt("commonmark", {"html": True})
+# Inline styles that hide an element's text (after premailer moved the CSS inline).
+HIDING_STYLE = re.compile(
+    r"(?:^|;)(?:display:none|visibility:hidden|font-size:0(?:\.0*)?(?:px|pt|em|rem|%)?(?:!important)?(?:;|$)"
+    r"|opacity:0(?:\.0*)?(?:!important)?(?:;|$)|(?:max-)?height:0(?:px)?(?:!important)?;(?:.*;)?overflow:hidden)"
+)
+# Reading text as a reader sees it, for claims (see claim_text and _flatten).
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff\u180e"))
+DASHES = re.compile(r"[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
+MARKDOWN_PREFIX = re.compile(r"^\s*(?:>\s*)*(?:#{1,6}\s+|[-*+]\s+|\d{1,9}[.)]\s+)?")
+LINK_DESTINATION = re.compile(r"\]\(\s*<?[^\s)>]*>?(?:\s+\"([^\"]*)\"|\s+'([^']*)'|\s+\(([^)]*)\))?\s*\)")
+AUTOLINK = re.compile(r"<(?:https?://|mailto:)([^<>\s]*)>")
+BARE_URL = re.compile(r"https?://\S+")
+EMPHASIS = re.compile(r"[*_`~]")
+# A passage of text ends at a blank line or a block fence; a new one starts at a list item;
+# a heading, table row, code fence or block field line is a passage of its own.
+PASSAGE_START = re.compile(r"^(?:>\s*)*(?:[-*+]|\d{1,9}[.)])\s")
+PASSAGE_ALONE = re.compile(r"^(?::::|```|~~~|#{1,6}\s|\||[a-z_]+:(?:\s|$))")
 
 
 @dataclass(frozen=True)
@@ -206,31 +232,37 @@ class Linter:
         return findings
 
     def _claims(self, issue: Issue) -> list[Finding]:
-        """Wording that promises results, in subject, preheader, title and body."""
+        """Wording that promises results, in subject, preheader, title and body: matched on
+        the text a reader sees (a phrase may run over a line break, through **emphasis**, an
+        entity or an invisible character), reported at the line where it starts."""
         patterns = claim_patterns(self.settings.claim_list)
-        approved = [_normal(claim) for claim in issue.approved_claims]
-        findings = []
-        for number, line in _visible_lines(issue):
-            checked = re.sub(r"\]\([^)]*\)|https?://\S+", "]", line)
-            said: list[str] = []
-            for _phrase, pattern in patterns:
-                for match in pattern.finditer(checked):
-                    text = _normal(match.group(0))
-                    if any(text in claim and claim in _normal(checked) for claim in approved):
+        approved = [_normal(claim_text(claim)) for claim in issue.approved_claims]
+        said: dict[int, list[str]] = {}
+        for lines in _visible_passages(issue):
+            text, starts = _flatten(lines)
+            taken: list[tuple[int, int]] = []
+            for _phrase, pattern in patterns:  # longest first: "permanently cured", not also "cured"
+                for match in pattern.finditer(text):
+                    if any(match.start() < end and start < match.end() for start, end in taken):
                         continue
-                    if not any(text in _normal(other) for other in said):  # "permanently cured", not also "cured"
-                        said.append(match.group(0))
-            if said:
-                quoted = ", ".join(f"'{phrase}'" for phrase in said)
-                findings.append(
-                    Finding(
-                        "error",
-                        issue.where(number),
-                        f"{quoted} {'promises' if len(said) == 1 else 'promise'} results; reword it, or have a "
-                        "clinician accept it under approved_claims:",
-                        "claims",
-                    )
+                    taken.append(match.span())
+                    phrase = _normal(match.group(0))
+                    if any(phrase in claim and claim in _normal(text) for claim in approved):
+                        continue
+                    line = lines[bisect_right(starts, match.start()) - 1][0]
+                    said.setdefault(line, []).append(match.group(0))
+        findings = []
+        for line, phrases in sorted(said.items()):
+            quoted = ", ".join(f"'{phrase}'" for phrase in dict.fromkeys(phrases))
+            findings.append(
+                Finding(
+                    "error",
+                    issue.where(line),
+                    f"{quoted} {'promises' if len(phrases) == 1 else 'promise'} results; reword it, or have a "
+                    "clinician accept it under approved_claims:",
+                    "claims",
                 )
+            )
         return findings
 
     def _markdown(self, issue: Issue) -> list[Finding]:
@@ -260,7 +292,7 @@ class Linter:
             if block.kind == "story":
                 continue
             for line, text, quoted in _paragraphs(block.body, block.body_line):
-                if _is_testimonial(text, quoted):
+                if _is_testimonial(text, quoted) or quoted and _is_attributed_quote(text):
                     findings.append(
                         Finding(
                             "error",
@@ -299,8 +331,8 @@ class Linter:
         return Finding(
             "error",
             issue.where(issue.line_of("template")),
-            f"template '{issue.template}' not found ({missing[0]} in {folder}); "
-            f"use one of: {', '.join(known) or '(none)'}",
+            f"template '{issue.template}' not found; use one of: {', '.join(known) or '(none)'} "
+            f"(looked for {missing[0]} in {folder})",
             "template",
         )
 
@@ -387,7 +419,8 @@ class Linter:
                 Finding("error", template, "the postal address is missing from the message: restore it", "footer")
             )
         flat_text = " ".join(text.split())
-        shown_disclaimers = min(shown.count(DISCLAIMER[:40]), flat_text.count(DISCLAIMER[:40]))
+        visible = _visible_text(document)  # a disclaimer styled out of sight is not shown
+        shown_disclaimers = min(visible.count(DISCLAIMER[:40]), flat_text.count(DISCLAIMER[:40]))
         stories = [block for block in issue.blocks if block.kind == "story"]
         for block in stories[shown_disclaimers:]:
             findings.append(
@@ -485,20 +518,56 @@ def claim_patterns(extra: list[str] = ()) -> list[tuple[str, re.Pattern]]:
     ]
     patterns = []
     for phrase in dict.fromkeys([*phrases, *extra]):
-        words = [re.escape(word) for word in re.split(r"[\s-]+", phrase.strip()) if word]
+        words = [re.escape(word).replace("%", r"\s*%") for word in re.split(r"[\s-]+", claim_text(phrase)) if word]
         body = r"[\s-]+".join(words)
         patterns.append((phrase, re.compile(rf"(?<![\w-]){body}(?![\w-])", re.I)))
     # A longer phrase wins over a word inside it ("permanently cured", not also "cured").
     return sorted(patterns, key=lambda item: -len(item[0]))
 
 
-def _visible_lines(issue: Issue) -> Iterator[tuple[int, str]]:
-    """Lines a reader sees: subject, preheader and title in the front matter, then the body."""
+def claim_text(text: str) -> str:
+    """Text as a reader sees it, for matching claims: entities decoded, full-width and other
+    compatibility forms folded (NFKC), soft hyphens and zero-width characters removed, every
+    dash a '-', whitespace one space."""
+    text = unicodedata.normalize("NFKC", html.unescape(text)).translate(_INVISIBLE)
+    return " ".join(DASHES.sub("-", text).split())
+
+
+def _visible_passages(issue: Issue) -> Iterator[list[tuple[int, str]]]:
+    """Runs of lines a reader sees as one piece of text, each line with its file line: the
+    subject, preheader and title, then each paragraph, list item, heading or field of the body."""
     for key in ("subject", "preheader", "title"):
         if key in issue.field_lines:
-            yield issue.field_lines[key], str(issue.meta.get(key) or "")
+            yield [(issue.field_lines[key], str(issue.meta.get(key) or ""))]
+    passage: list[tuple[int, str]] = []
     for offset, line in enumerate(issue.source.splitlines()[issue.body_line - 1 :]):
-        yield issue.body_line + offset, line
+        number = issue.body_line + offset
+        stripped = line.strip()
+        alone = PASSAGE_ALONE.match(stripped)
+        if passage and (not stripped or alone or PASSAGE_START.match(stripped)):
+            yield passage
+            passage = []
+        if alone and stripped:
+            yield [(number, line)]
+        elif stripped:
+            passage.append((number, line))
+    if passage:
+        yield passage
+
+
+def _flatten(lines: list[tuple[int, str]]) -> tuple[str, list[int]]:
+    """The passage as one line of reader's text (no Markdown markup, link destinations or
+    bare URLs; titles and autolink text kept), and where each source line starts in it."""
+    parts, starts, length = [], [], 0
+    for _number, line in lines:
+        line = MARKDOWN_PREFIX.sub("", claim_text(line))
+        line = LINK_DESTINATION.sub(lambda m: f"] {m.group(1) or m.group(2) or m.group(3) or ''} ", line)
+        line = AUTOLINK.sub(r" \1 ", line)
+        line = " ".join(EMPHASIS.sub("", BARE_URL.sub(" ", line)).split())
+        starts.append(length)
+        parts.append(line)
+        length += len(line) + 1
+    return " ".join(parts), starts
 
 
 def _raw_html(body: str, first_line: int) -> Iterator[tuple[int, str]]:
@@ -513,15 +582,23 @@ def _raw_html(body: str, first_line: int) -> Iterator[tuple[int, str]]:
 
 
 def _paragraphs(body: str, first_line: int) -> Iterator[tuple[int, str, bool]]:
-    """(line, text, inside a blockquote) for each paragraph or list item of a body."""
-    quoted = 0
+    """(line, text, inside a blockquote) for each paragraph or list item of a body; a
+    blockquote comes whole, at its first line, its paragraphs one per line."""
+    quoted: list[tuple[int, list[str]]] = []  # open blockquotes: (first line, paragraphs)
     for token in markdown().parse(body):
-        if token.type == "blockquote_open":
-            quoted += 1
-        elif token.type == "blockquote_close":
-            quoted -= 1
+        if token.type == "blockquote_open" and token.map:
+            quoted.append((first_line + token.map[0], []))
+        elif token.type == "blockquote_close" and quoted:
+            line, texts = quoted.pop()
+            if quoted:
+                quoted[-1][1].extend(texts)
+            else:
+                yield line, "\n".join(texts), True
         elif token.type == "inline" and token.map:
-            yield first_line + token.map[0], token.content, quoted > 0
+            if quoted:
+                quoted[-1][1].append(token.content)
+            else:
+                yield first_line + token.map[0], token.content, False
 
 
 def _is_testimonial(text: str, in_blockquote: bool) -> bool:
@@ -529,13 +606,32 @@ def _is_testimonial(text: str, in_blockquote: bool) -> bool:
         before, after = text[max(0, match.start() - 60) : match.start()], text[match.end() : match.end() + 60]
         if ATTRIBUTED_AFTER.search(after) or ATTRIBUTED_BEFORE.search(before):
             return True
-        if in_blockquote and FIRST_PERSON.search(match.group(1)):
+        if in_blockquote and FIRST_PERSON.search(match.group(1) or match.group(2)):
             return True
     return False
 
 
+def _visible_text(document: lxml.html.HtmlElement) -> str:
+    """The text of the (inlined) HTML without what its styles hide."""
+    copy = lxml.html.fromstring(lxml.html.tostring(document))
+    for element in list(copy.iter()):
+        if not isinstance(element.tag, str) or element.getparent() is None:
+            continue
+        style = re.sub(r"\s+", "", (element.get("style") or "").lower())
+        if element.get("hidden") is not None or HIDING_STYLE.search(style):
+            element.drop_tree()
+    return " ".join(copy.text_content().split())
+
+
+def _is_attributed_quote(text: str) -> bool:
+    """A blockquote in the first person, signed on a line of its own ("— Maria"), quote
+    marks or not."""
+    *said, last = text.splitlines() or [""]
+    return bool(said) and bool(ATTRIBUTION_LINE.match(last)) and bool(FIRST_PERSON.search(" ".join(said)))
+
+
 def _normal(text: str) -> str:
-    return " ".join(re.split(r"[\s-]+", text.lower())).strip()
+    return re.sub(r"\s+%", "%", " ".join(re.split(r"[\s-]+", text.lower())).strip())
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -10,21 +10,46 @@ next to the hash of the version it sent.
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .config import Settings
 from .content import REVIEW_FIELDS, Issue, content_hash, load_issue
 from .errors import DataError
 from .render import RenderedIssue
 
 
-def approve(path: Path, by: str, when: datetime | None = None) -> dict[str, str]:
-    """Record the sign-off in the issue's front matter; returns it (by, on, hash)."""
+def approve(
+    path: Path,
+    by: str,
+    when: datetime | None = None,
+    *,
+    settings: Settings | None = None,
+    force: bool = False,
+    given: str | None = None,
+) -> dict[str, str]:
+    """Record the sign-off in the issue's front matter; returns it (by, on, hash).
+
+    With `settings`, an issue with lint errors is refused unless `force`: a clinician
+    signs off what lint passes. `given` is the issue as the user named it, for the hint.
+    """
     name = " ".join(by.split())
     if not name:
         raise DataError("--by needs the reviewer's name", hint='e.g. --by "Dr. Ana Ruiz, MD"')
     load_issue(path)  # only an issue that parses can be approved
+    if settings is not None and not force:
+        from .lint import Linter  # lint renders the issue: only loaded when asked for
+
+        errors = [finding for finding in Linter(settings).lint(path) if finding.severity == "error"]
+        if errors:
+            first = errors[0]
+            raise DataError(
+                f"{first.location}: not approved: {len(errors)} lint error(s), the first: {first.message[:90]}",
+                hint=f"run: newsletter lint {shlex.quote(given or str(path))}; fix them, "
+                "or approve anyway with --force",
+            )
     source = path.read_text(encoding="utf-8")
     review = {
         "by": name,
@@ -47,11 +72,13 @@ def sign_off_state(issue: Issue) -> str:
     return "approved" if issue.review["hash"] == issue.content_hash else "changed"
 
 
-def require_sign_off(rendered: RenderedIssue, adapter: str) -> None:
-    """A real send (any adapter but the outbox) needs a sign-off of exactly this version."""
+def require_sign_off(rendered: RenderedIssue, adapter: str, given: str | None = None) -> None:
+    """A real send (any adapter but the outbox) needs a sign-off of exactly this version.
+    `given` is the issue as the user named it (a path or a slug), repeated in the hint."""
     if adapter == "outbox":
         return
-    hint = f'a clinician reviews it, then: newsletter issues approve {rendered.slug} --by "NAME"'
+    issue = shlex.quote(given or rendered.slug)
+    hint = f'a clinician reviews it, then: newsletter issues approve {issue} --by "NAME"'
     review = rendered.review
     if not review:
         raise DataError(f"issue '{rendered.slug}' has no clinical sign-off; a real send needs one", hint=hint)

@@ -252,6 +252,11 @@ def test_claims_in_preheader_and_story_fields(tmp_path):
         '"I finally feel like myself again." (a client)\n',
         '> "I felt calm within hours of my first visit."\n',
         'As one patient put it, "the fog lifted after a week."\n',
+        "> Ketamine changed my life.\n>\n> \u2014 Maria\n",
+        "> Ketamine changed my life.\n> -- a patient\n",
+        '*"I feel like myself again."* - John D.\n',
+        "'I'm finally sleeping through the night.' (a patient)\n",
+        'According to a patient, "it changed my life".\n',
     ],
 )
 def test_testimonials_outside_story_blocks(tmp_path, body):
@@ -265,6 +270,13 @@ def test_testimonials_outside_story_blocks(tmp_path, body):
 def test_quotes_that_are_no_testimonial_pass(tmp_path):
     body = 'The "fight or flight response" is normal.\n\nSome call it "the silent epidemic" (NIH data).\n'
     assert lint(write_issue(tmp_path, body)) == []
+    body = (
+        'According to the NIH, "anxiety disorders are common".\n\n'
+        "> Anxiety is a normal reaction to stress.\n>\n> \u2014 National Institute of Mental Health\n\n"
+        "We call it 'the worry loop' in our groups.\n\n"
+        "Don't skip meals; it's 'better to eat early' - a tip that helps.\n"
+    )
+    assert lint(write_issue(tmp_path, body, name="more")) == []
 
 
 def test_story_whose_disclaimer_was_removed_from_the_text_part(tmp_path, templates):
@@ -392,3 +404,71 @@ def test_stale_approval_warns(tmp_path):
     findings = lint(path)
     assert [(f.rule, f.location) for f in findings] == [("review", f"{path}:6")]
     assert "changed since Dr. Ana Ruiz approved it" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    "body, phrase",
+    [
+        ("Most patients feel\nno\nside effects at all.\n", "no side effects"),
+        ("It is not a permanent\nfix for anyone.\n", "permanent fix"),
+        ("Expect instant\nrelief in many cases.\n", "instant relief"),
+        ("It is 100%\neffective, we say.\n", "100% effective"),
+        ("Our plan is risk\u2011free.\n", "risk free"),
+        ("Our plan is risk\u2013free.\n", "risk free"),
+        ("It is 100 % effective.\n", "100% effective"),
+        ("You will have **no side** effects.\n", "no side effects"),
+        ("A c&#117;re for worry.\n", "cure"),
+        ("Cur\u00aded in weeks.\n", "cured"),
+        ("A mir\u200bacle for worry.\n", "miracle"),
+        ("A \uff23\uff55\uff52\uff45 for worry.\n", "cure"),
+        ('Read [our news](https://example.com/a "A guaranteed result").\n', "guaranteed"),
+        ('![A calm room](https://cdn.example.com/a.png "Clinically proven calm")\n', "clinically proven"),
+        ("Visit <https://miracle.example.com/>.\n", "miracle"),
+        ("> Most feel\n> no side effects.\n", "no side effects"),
+    ],
+)
+def test_claims_split_or_disguised_are_found_where_they_start(tmp_path, body, phrase):
+    path = write_issue(tmp_path, "Some news.\n\n" + body)
+    findings = [f for f in lint(path) if f.rule == "claims"]
+    start = 7 + next(index for index, line in enumerate(body.splitlines()) if _starts_claim(line, phrase))
+    assert [f.location for f in findings] == [f"{path}:{start}"], findings
+    assert len(str(findings[0])) <= 200 and "\n" not in str(findings[0])
+
+
+def _starts_claim(line: str, phrase: str) -> bool:
+    """The source line where the phrase starts (its first word, disguised or not)."""
+    first = phrase.split()[0]
+    from newsletter.lint import claim_text
+
+    return first.lower().rstrip("%") in claim_text(line).lower().replace("\u00ad", "").replace("*", "")
+
+
+def test_claims_across_paragraphs_or_list_items_are_separate_words(tmp_path):
+    body = "We never say no.\n\nSide effects are listed below.\n\n- a permanent\n- fix list\n"
+    assert lint(write_issue(tmp_path, body)) == []
+
+
+def test_approved_claim_written_as_a_string_counts_as_one(tmp_path):
+    body = "Most patients report no side\neffects after the first week.\n"
+    approved = 'subject: "A calm subject"\npreheader: "p"\napproved_claims: "no side effects"\n'
+    assert lint(write_issue(tmp_path, body, front=approved)) == []
+
+
+@pytest.mark.parametrize(
+    "style",
+    ["display:none", "visibility: hidden", "font-size: 0", "font-size:0px !important", "opacity:0"],
+)
+def test_story_whose_disclaimer_is_hidden_by_a_style(tmp_path, templates, style):
+    story = templates / "email" / "blocks" / "story.html"
+    story.write_text(story.read_text().replace('<p class="disclaimer">', f'<p class="disclaimer" style="{style}">'))
+    path = write_issue(tmp_path, "::: story\nname: S\nheadline: H\n\nIt helped.\n:::\n")
+    findings = lint(path, templates_dir=str(templates))
+    assert [(f.rule, f.location) for f in findings] == [("disclaimer", f"{path}:5")]
+
+
+def test_story_whose_disclaimer_is_hidden_by_a_stylesheet_class(tmp_path, templates):
+    layout = templates / "email" / "newsletter.html"
+    layout.write_text(layout.read_text().replace("</style>", ".disclaimer { display: none; }\n</style>", 1))
+    path = write_issue(tmp_path, "::: story\nname: S\nheadline: H\n\nIt helped.\n:::\n")
+    findings = lint(path, templates_dir=str(templates))
+    assert [(f.rule, f.location) for f in findings] == [("disclaimer", f"{path}:5")]

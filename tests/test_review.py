@@ -7,7 +7,7 @@ import re
 from newsletter.content import content_hash, load_issue
 from newsletter.review import approve
 
-from .helpers import SAMPLE_ISSUE, add_subscribers
+from .helpers import SAMPLE_ISSUE, add_subscribers, write_issue
 from .smtp_server import SMTPServer
 
 
@@ -43,7 +43,7 @@ def test_real_send_needs_a_sign_off_of_this_version(cli, send_env, monkeypatch, 
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
         refused = cli("send", str(path), "--yes", "--force", expect=1)
         assert "has no clinical sign-off; a real send needs one" in refused.stderr
-        assert "newsletter issues approve unreviewed --by" in refused.stderr
+        assert f'newsletter issues approve {path} --by "NAME"' in refused.stderr  # the path as given
         assert server.handler.messages == []
 
         approved = cli("issues", "approve", str(path), "--by", "Dr. Ana Ruiz")
@@ -74,7 +74,7 @@ def test_outbox_and_proofs_need_no_sign_off(cli, send_env, monkeypatch, tmp_path
     assert "not clinically reviewed" in cli("campaigns", "show", "1").stdout
 
 
-def test_issues_list_shows_the_sign_off_state(cli, tmp_path, monkeypatch):
+def test_issues_list_shows_the_sign_off_state(cli, send_env, tmp_path, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_ISSUES_DIR", str(tmp_path))
     path = unreviewed_copy(tmp_path)
     assert " unreviewed " in cli("issues", "list").stdout
@@ -82,3 +82,25 @@ def test_issues_list_shows_the_sign_off_state(cli, tmp_path, monkeypatch):
     assert " approved " in cli("issues", "list").stdout
     path.write_text(path.read_text() + "\nOne more line.\n")
     assert " changed " in cli("issues", "list").stdout
+
+
+def test_approve_refuses_an_issue_with_lint_errors_unless_forced(cli, send_env, tmp_path):
+    path = write_issue(tmp_path, "Ketamine is a cure for anxiety. [Book Now]\n")
+    before = path.read_text()
+    refused = cli("issues", "approve", str(path), "--by", "Dr. Ana Ruiz", expect=1)
+    assert f"{path}:5: not approved: 2 lint error(s)" in refused.stderr
+    assert f"run: newsletter lint {path}" in refused.stderr and "--force" in refused.stderr
+    assert path.read_text() == before and load_issue(path).review is None
+    forced = cli("issues", "approve", str(path), "--by", "Dr. Ana Ruiz", "--force")
+    assert "Approved" in forced.stdout and load_issue(path).review["by"] == "Dr. Ana Ruiz"
+
+
+def test_refusal_hints_repeat_a_slug_as_given(cli, send_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_ISSUES_DIR", str(tmp_path))
+    write_issue(tmp_path, "Ketamine is a cure for anxiety.\n", name="s1")
+    refused = cli("issues", "approve", "s1", "--by", "Dr. Ana Ruiz", expect=1)
+    assert "run: newsletter lint s1;" in refused.stderr
+    unreviewed_copy(tmp_path)
+    add_subscribers(cli.database_url, ["a@example.com"])
+    refused = cli("send", "unreviewed", "--yes", "--adapter", "smtp", expect=1)
+    assert 'newsletter issues approve unreviewed --by "NAME"' in refused.stderr

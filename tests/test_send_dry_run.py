@@ -30,7 +30,7 @@ def test_dry_run_lists_the_first_twenty_and_writes_all(cli, send_env, monkeypatc
     with open(output, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["email"] for row in rows] == addresses
-    assert rows[0]["name"] == "Reader reader00" and rows[0]["tags"] == "monthly patients"
+    assert rows[0]["name"] == "Reader reader00" and rows[0]["tags"] == "monthly;patients"
     assert "No campaigns yet" in cli("campaigns", "list").stdout
     cli("send", str(SAMPLE_ISSUE), "--yes", "--queue")
     open_ = cli("send", str(SAMPLE_ISSUE), "--dry-run").stdout

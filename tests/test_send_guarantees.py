@@ -145,12 +145,12 @@ def test_long_subject_is_folded_and_decodes_intact(cli, send_env, monkeypatch, t
         issue = write_issue(tmp_path, "Hello.\n", front=f'subject: "{title}"\npreheader: "p"\n', name=name)
         lint = cli("lint", str(issue), expect=1)
         assert "shorten it to at most 150" in lint.stdout + lint.stderr
-        cli("issues", "approve", str(issue), "--by", "Dr. Test")  # a real send needs the sign-off
+        cli("issues", "approve", str(issue), "--by", "Dr. Test", "--force")  # a real send needs the sign-off
     add_subscribers(cli.database_url, ["a@example.com"])
     with SMTPServer() as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
         for name in ("long", "unbroken"):  # a real send needs a clinical sign-off (main's review)
-            cli("issues", "approve", str(tmp_path / f"{name}.md"), "--by", "Dr. Test")
+            cli("issues", "approve", str(tmp_path / f"{name}.md"), "--by", "Dr. Test", "--force")
             cli("send", str(tmp_path / f"{name}.md"), "--yes", "--force")
         raws = list(server.handler.raw)
     assert len(raws) == 2
@@ -303,3 +303,64 @@ def test_import_takes_what_can_be_delivered_and_says_why_not(cli, send_env, tmp_
     # The same reader typed with the Unicode domain is recognised as already subscribed.
     again = cli("subscribers", "add", "USER@bücher.example", expect=None)
     assert again.exit_code == 1 and "already" in (again.stderr + again.stdout).lower()
+
+
+def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sqlite_url, send_env):
+    """Ctrl-C twice while waiting for the answer to a message the server has stored: the send
+    stops at once, the delivery is `unknown` (not queued), and a resume never repeats it."""
+    addresses = ["a@example.com", "held@example.com", "c@example.com"]
+    add_subscribers(sqlite_url, addresses)
+    with SMTPServer(Script(data={"held@example.com": ["STORE_THEN_HANG"]})) as server:
+        server.handler.hang_seconds = 30
+        env = {
+            **os.environ,
+            **ENV,
+            "NEWSLETTER_DATABASE_URL": sqlite_url,
+            "NEWSLETTER_ADAPTER": "smtp",
+            "NEWSLETTER_SMTP_URL": server.url,
+            "NEWSLETTER_SMTP_DATA_TIMEOUT": "60",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while "held@example.com" not in server.handler.received_by() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)  # well before the 30 s answer
+        assert process.returncode == 130, err
+        assert "Ctrl-C again to stop now" in err and "newsletter campaigns resume 1" in err
+        assert delivery_states(sqlite_url)["held@example.com"] == "unknown"
+        server.handler.hang_seconds = 0
+        resumed = subprocess.run(
+            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert server.handler.received_by() == {address: 1 for address in addresses}
+
+
+def test_a_send_whose_adapter_lacks_a_setting_creates_no_campaign(cli, send_env, monkeypatch):
+    """Refused before anything exists: otherwise the stuck campaign would take over every later send."""
+    add_subscribers(cli.database_url, ["a@example.com"])
+    monkeypatch.delenv("NEWSLETTER_SMTP_URL", raising=False)
+    refused = cli("send", str(SAMPLE_ISSUE), "--adapter", "postmark", "--yes", expect=1)
+    assert "postmark_token" in refused.stderr
+    assert "No campaigns yet" in cli("campaigns", "list").stdout
+    dry = cli("send", str(SAMPLE_ISSUE), "--adapter", "outbox", "--dry-run")
+    assert "would go to 1 recipient" in dry.stdout
+
+
+def test_an_smtp_url_with_a_bad_port_is_a_setting_error(cli, send_env, monkeypatch):
+    add_subscribers(cli.database_url, ["a@example.com"])
+    monkeypatch.setenv("NEWSLETTER_SMTP_URL", "smtp://127.0.0.1:99999")
+    refused = cli("send", str(SAMPLE_ISSUE), "--yes", expect=1)
+    assert "smtp_url" in refused.stderr and "port" in refused.stderr and "unexpected" not in refused.stderr
+    monkeypatch.delenv("NEWSLETTER_SMTP_URL")
+    assert "No campaigns yet" in cli("campaigns", "list").stdout

@@ -167,7 +167,7 @@ def test_lint_errors_refuse_the_send(cli, send_env, tmp_path, monkeypatch):
         result = cli("send", str(bad), "--yes", expect=1)
         assert "lint error" in result.stderr and "--force" in result.stderr
         assert server.handler.messages == []
-        cli("issues", "approve", str(bad), "--by", "Dr. Test")  # a real send also needs the sign-off
+        cli("issues", "approve", str(bad), "--by", "Dr. Test", "--force")  # a real send also needs the sign-off
         cli("send", str(bad), "--yes", "--force")
         assert len(server.handler.messages) == 1
 

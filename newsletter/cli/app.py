@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,14 @@ class NewsletterGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.ClickException):
             raise  # click's own exits and usage errors (exit code 2) print themselves
+        except click.exceptions.Abort:  # "no" at a confirmation question
+            fail(ctx, "not confirmed; nothing was done")
+        except BrokenPipeError:
+            # The reader of our output went away (`... | head`): what it wanted, it got.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except NewsletterError as exc:
             fail(ctx, str(exc), exc.hint)
         except OperationalError as exc:

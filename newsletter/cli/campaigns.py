@@ -80,6 +80,11 @@ def run_sender(app: App, campaign) -> None:
             if sender.stop_requested:
                 raise KeyboardInterrupt
             sender.request_stop()
+            click.echo(
+                "\nStopping after the message in flight (its answer may take up to smtp_data_timeout); "
+                "Ctrl-C again to stop now.",
+                err=True,
+            )
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -93,7 +98,8 @@ def run_sender(app: App, campaign) -> None:
                 hint=f"another program may hold the database; when it is free, run: {resume_hint}",
             ) from None
         except KeyboardInterrupt:
-            click.echo(f"Interrupted. Resume with: {resume_hint}", err=True)
+            service.pause_if_running(campaign.id)
+            click.echo(f"Interrupted: campaign {campaign.id} is paused. Resume with: {resume_hint}", err=True)
             sys.exit(130)
         finally:
             for sig, handler in previous.items():
@@ -102,6 +108,11 @@ def run_sender(app: App, campaign) -> None:
     if sender.stop_requested:
         click.echo(f"Interrupted: campaign {campaign.id} is paused. Resume with: {resume_hint}", err=True)
         sys.exit(130)
+    if summary.campaign.status == "cancelled" and summary.counts["queued"]:
+        raise NewsletterError(
+            f"campaign {campaign.id} was cancelled while sending; {summary.counts['queued']} not sent",
+            hint=f"to finish it: {resume_hint}",
+        )
     if summary.campaign.status == "paused":
         click.echo(f"Stopped. Resume with: {resume_hint}")
     elif summary.counts["queued"] and summary.campaign.status != "cancelled":
@@ -228,6 +239,9 @@ def send(
     elif dry_run:
         show_dry_run(service, plan, output)
     else:
+        from ..review import require_sign_off
+
+        require_sign_off(plan.rendered, app.settings.adapter, given=issue)  # the hint repeats the issue as given
         start_campaign(app, service, plan, yes, queue_only, at)
 
 
@@ -280,7 +294,7 @@ def show_dry_run(service, plan, output: str | None) -> None:
             writer = csv.writer(handle)
             writer.writerow(["email", "name", "tags"])
             for email, name, tags in recipients:
-                writer.writerow([email, name, " ".join(tags)])
+                writer.writerow([email, name, ";".join(tags)])  # as `subscribers export` writes them
         click.echo(f"All {plan.count} recipient(s) written to {output}.")
     else:
         click.echo(f"{'EMAIL':<40} {'NAME':<24} TAGS")
@@ -305,7 +319,9 @@ def start_campaign(app: App, service, plan, yes: bool, queue_only: bool, at) -> 
             abort=True,
             err=True,
         )
-    campaign, queued = service.create(plan, adapter=settings.adapter, rate=settings.rate, scheduled_at=at)
+    campaign, queued = service.create(
+        plan, adapter=settings.adapter, rate=settings.rate, scheduled_at=at, check_adapter=not (queue_only or at)
+    )
     when = f" to start at {at.isoformat()}" if at else ""
     click.echo(f"Campaign {campaign.id}: {queued} deliveries queued{when}.")
     if queue_only or at:

@@ -57,13 +57,17 @@ def issues_new(app: App, slug: str) -> None:
 @issues.command("approve")
 @click.argument("issue")
 @click.option("--by", "by", required=True, metavar="NAME", help="The reviewing clinician's name.")
+@click.option("--force", is_flag=True, help="Approve even though lint finds errors.")
 @pass_app
-def issues_approve(app: App, issue: str, by: str) -> None:
-    """Record a clinician's sign-off of this version of the issue (needed for a real send)."""
+def issues_approve(app: App, issue: str, by: str, force: bool) -> None:
+    """Record a clinician's sign-off of this version of the issue (needed for a real send).
+
+    An issue with lint errors is refused unless --force. The name is not authenticated:
+    this records an honest reviewer's approval, it does not prove who gave it."""
     from ..review import approve
 
     path = resolve_issue(app, issue)
-    review = approve(path, by)
+    review = approve(path, by, settings=app.settings, force=force, given=issue)
     click.echo(f"Approved {path} by {review['by']} on {review['on']} (version {review['hash'][:12]}).")
     click.echo("Any later edit needs a new approval before a real send.")
 

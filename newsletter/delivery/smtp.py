@@ -35,9 +35,13 @@ class _Connection:
             self.client = self.adapter.connect()
         return self.client
 
-    def drop(self) -> None:
+    def drop(self, polite: bool = True) -> None:
+        """Close the session: with QUIT while it is in step, at once when it is not (after a
+        lost answer QUIT would wait for the server all over again)."""
         if self.client is not None:
             try:
+                if not polite:
+                    raise OSError("abandoned")
                 self.client.quit()
             except (smtplib.SMTPException, OSError):
                 try:
@@ -92,9 +96,17 @@ class _Connection:
             if client.sock is not None:
                 client.sock.settimeout(self.adapter.timeout)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self.drop()
+            self.drop(polite=False)
             kind = "timed out" if "timed out" in str(exc) or isinstance(exc, TimeoutError) else "connection closed"
             return unknown(message, f"{where}: no answer after the message was sent ({kind}); the server may have it")
+        except KeyboardInterrupt:  # stopped at once while the server had the whole message
+            self.drop(polite=False)
+            raise InterruptedAfterData(
+                unknown(
+                    message,
+                    f"{where}: stopped while waiting for the answer to the message; the server may have it",
+                )
+            ) from None
         if code != 250:
             return self._reply(message, code, text)
         return accepted(message, provider_id=message.message_id)
@@ -149,6 +161,15 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+class InterruptedAfterData(KeyboardInterrupt):
+    """Ctrl-C (twice) while waiting for the answer to a message the server has whole: the
+    delivery's outcome is unknown, and is recorded so, before the interrupt goes on."""
+
+    def __init__(self, result: Result):
+        super().__init__()
+        self.result = result
+
+
 class SMTPAdapter(Adapter):
     name = "smtp"
     max_batch = 100
@@ -160,9 +181,19 @@ class SMTPAdapter(Adapter):
                 hint="e.g. NEWSLETTER_SMTP_URL=smtp://user:pass@mail.example.org:587",
             )
         parts = urlsplit(smtp_url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ConfigError(
+                "setting 'smtp_url' must start with smtp:// or smtps://", hint="e.g. smtp://mail.example.org:587"
+            )
         self.implicit_tls = parts.scheme == "smtps"
         self.host = parts.hostname or "localhost"
-        self.port = parts.port or (465 if self.implicit_tls else 587)
+        try:
+            self.port = parts.port or (465 if self.implicit_tls else 587)
+        except ValueError:
+            raise ConfigError(
+                "setting 'smtp_url' has an invalid port (a number from 1 to 65535)",
+                hint="e.g. smtp://mail.example.org:587",
+            ) from None
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout
@@ -234,7 +265,12 @@ class SMTPAdapter(Adapter):
     def _send_one(self, message: Message, record: Callable[[Result], None] | None = None) -> Result:
         connection = self._connections.get()
         try:
-            result = connection.send(message)
+            try:
+                result = connection.send(message)
+            except InterruptedAfterData as interrupted:
+                if record is not None:
+                    record(interrupted.result)
+                raise
             if record is not None:
                 record(result)  # before this connection takes its next message
             return result
