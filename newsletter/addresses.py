@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -83,10 +85,29 @@ def suppression_hash(secret_key: str, email_key: str) -> str:
     return hmac.new(secret_key.encode(), email_key.encode(), hashlib.sha256).hexdigest()
 
 
-_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+>?")
+# An address (its local part maybe quoted), also with its @ URL-encoded (%40).
+_ADDRESS = re.compile(r"<?(?:\"[^\"<>@]*\"|[^\s<>@%]+)(?:@|%40)[^\s<>@,;()\"]+\.[^\s<>@,;()\"]+>?", re.IGNORECASE)
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
 
-def redact_addresses(reason: str) -> str:
+def _decoded_word(found: re.Match) -> str:
+    """One RFC 2047 encoded-word as text, so an address inside it can be seen and redacted."""
+    try:
+        return str(make_header(decode_header(found.group(0))))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+        return "<encoded>"
+
+
+def redact_addresses(reason: str, recipient: str | None = None) -> str:
     """Servers quote the recipient in their replies; keep addresses out of reports and logs
-    (and let the same reason for different people group together in `campaigns show`)."""
-    return _ADDRESS.sub("<recipient>", reason)
+    (and let the same reason for different people group together in `campaigns show`).
+
+    Covers plain, %40-encoded and RFC 2047-encoded addresses; given the recipient's own
+    address, also their bare local part as Sendmail quotes it (`<ana.lopez>... User unknown`)."""
+    text = _ENCODED_WORD.sub(_decoded_word, reason)
+    text = _ADDRESS.sub("<recipient>", text)
+    local = (recipient or "").rpartition("@")[0]
+    if local:
+        bare = re.compile(r"(?<![\w.+-])<?" + re.escape(local) + r">?(?![\w+-]|\.\w)", re.IGNORECASE)
+        text = bare.sub("<recipient>", text)
+    return text

@@ -157,7 +157,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("inbox_folder", "Processed", str, "IMAP folder processed messages are moved to"),
     Option("inbox_poll", 0.0, float, "Minutes between inbox checks in `worker` and `serve` (0 = off)"),
-    Option("soft_bounce_limit", 3, int, "Temporary failures (4.x.x) in soft_bounce_days that make an address bounced"),
+    Option("soft_bounce_limit", 3, int, "Campaigns with 4.x.x failures in soft_bounce_days that make one bounced"),
     Option("soft_bounce_days", 30, int, "Window in days for soft_bounce_limit"),
     Option("dns_resolver", "", str, "HOST:PORT of the DNS server `doctor` asks (default: the system's)"),
     Option(

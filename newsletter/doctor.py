@@ -153,11 +153,19 @@ class Doctor:
                     Finding(
                         check.__name__.removeprefix("check_").upper(),
                         PROBLEM,
-                        "the DNS server did not answer",
+                        f"the DNS server {self._resolver_name()} did not answer",
                         fix="check your network or the dns_resolver setting",
                     )
                 )
         return Diagnosis(findings)
+
+    def _resolver_name(self) -> str:
+        """Which server was asked, so a dead resolver can be told from a dead network."""
+        servers = [str(server) for server in getattr(self.resolver, "nameservers", [])]
+        port = getattr(self.resolver, "port", 53)
+        if not servers:
+            return "(none configured)"
+        return ", ".join(f"[{s}]:{port}" if ":" in s else f"{s}:{port}" for s in servers)
 
     # -- SPF -------------------------------------------------------------------------------
     def check_spf(self) -> list[Finding]:
@@ -486,7 +494,7 @@ class Doctor:
                 Finding(
                     "One-click",
                     PROBLEM,
-                    f"base_url {base} is not HTTPS; Gmail ignores one-click unsubscribe links that are not",
+                    f"base_url {base} is not HTTPS; Gmail ignores one-click unsubscribe links not served over HTTPS",
                     fix="serve the app behind TLS (nginx or Caddy) and set base_url to its https:// address",
                     links=[GMAIL_GUIDELINES],
                 )

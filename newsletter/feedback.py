@@ -8,8 +8,9 @@ source. Like listmonk's `models.Bounce`: the doors differ, the room is the same.
 
 Rules:
 - bounce (a permanent failure of the address) -> `bounced`, unless they already left;
-- soft_bounce (a temporary failure, 4.x.x) is logged; `soft_bounce_limit` of them within
-  `soft_bounce_days` -> `bounced`;
+- soft_bounce (a temporary failure, 4.x.x) is logged; soft bounces for `soft_bounce_limit`
+  different campaigns within `soft_bounce_days` -> `bounced` (relays repeat "still delayed"
+  warnings for one message daily: those count once);
 - complaint -> `complained` (it overrides an unsubscribe or a bounce: it is the stronger signal);
 - unsubscribe -> `unsubscribed` (idempotent).
 Every bounce and complaint is logged as an event of its own kind with the campaign it
@@ -106,7 +107,7 @@ def apply_feedback(session: Session, event: Feedback, policy: SoftBouncePolicy =
     subscriber, campaign_id = _subscriber(session, event)
     if subscriber is None:
         return Outcome(False, False, campaign_id=campaign_id)
-    reason = redact_addresses(event.reason)[:300]
+    reason = redact_addresses(event.reason, subscriber.email)[:300]
     source = event.source[:40]
     if event.kind == "unsubscribe":
         changed = False
@@ -125,13 +126,14 @@ def apply_feedback(session: Session, event: Feedback, policy: SoftBouncePolicy =
         else:
             session.flush()
             since = utcnow() - timedelta(days=policy.days)
+            # Distinct campaigns (a soft bounce without one counts on its own).
             soft = session.scalar(
-                select(func.count()).where(
+                select(func.count(func.distinct(func.coalesce(Event.campaign_id, -Event.id)))).where(
                     Event.subscriber_id == subscriber.id, Event.kind == "soft_bounce", Event.at >= since
                 )
             )
             if soft >= policy.limit:
-                why = f"{soft} temporary failures in {policy.days} days; last: {reason}"
+                why = f"temporary failures for {soft} campaigns in {policy.days} days; last: {reason}"
                 changed = change_status(session, subscriber, "bounced", source, why, campaign_id)
     return Outcome(True, changed, subscriber.status, campaign_id)
 

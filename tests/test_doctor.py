@@ -172,6 +172,7 @@ def test_one_click_against_a_running_serve(cli, send_env, monkeypatch, tmp_path)
     one_click = [finding for finding in report["findings"] if finding["check"] == "One-click"]
     assert [finding["status"] for finding in one_click] == ["problem", "ok"]
     assert "not HTTPS" in one_click[0]["message"] and "answers 200" in one_click[1]["message"]
+    assert one_click[0]["message"].endswith("Gmail ignores one-click unsubscribe links not served over HTTPS")
 
 
 def test_one_click_redirect_is_a_problem(cli, send_env, monkeypatch):
@@ -228,3 +229,20 @@ def test_smtp_auth_is_tried_without_sending(cli, send_env, monkeypatch):
         "check the user and password in smtp_url",
     ) in findings["wrong"]
     assert handler.messages == []
+
+
+def test_dead_resolver_is_named(send_env, workdir, monkeypatch):
+    """A resolver that never answers: the finding says which server was asked."""
+    from newsletter.doctor import Doctor, make_resolver
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    try:
+        settings = load_settings()
+        findings = Doctor(settings, make_resolver(f"127.0.0.1:{port}", timeout=0.3)).run().findings
+    finally:
+        silent.close()
+    dead = [finding for finding in findings if "did not answer" in finding.message]
+    assert dead and all(f"the DNS server 127.0.0.1:{port} did not answer" == f.message for f in dead)

@@ -42,13 +42,14 @@ class Sent:
     unsubscribe_mailbox: str
 
 
-def send_campaign(cli, monkeypatch, addresses: list[str]) -> dict[str, Sent]:
+def send_campaign(cli, monkeypatch, addresses: list[str], again: bool = False) -> dict[str, Sent]:
     """Send the sample issue to `addresses` through an accept-all SMTP server; what each got."""
     monkeypatch.setenv("NEWSLETTER_BOUNCE_ADDRESS", BOUNCES)
-    add_subscribers(cli.database_url, addresses)
+    if not again:
+        add_subscribers(cli.database_url, addresses)
     with SMTPServer() as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
-        result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        result = cli("send", str(SAMPLE_ISSUE), "--yes", *(["--again"] if again else []))
         received = list(zip(server.handler.raw, server.handler.envelopes, strict=True))
     assert f"sent {len(addresses)}, failed 0" in result.stdout
     sent = {}
@@ -216,13 +217,21 @@ def test_mta_pipe_and_mbox(cli, send_env, monkeypatch, tmp_path):
 
 
 def test_soft_bounces_add_up_to_bounced(cli, send_env, monkeypatch):
+    """Soft bounces count per campaign: a relay repeating its "still delayed" warning for one
+    message every day (Exim does) is one temporary failure, not a dead address."""
     sent = send_campaign(cli, monkeypatch, ["eli@example.com"])
     monkeypatch.setenv("NEWSLETTER_SOFT_BOUNCE_LIMIT", "2")
-    for n in range(2):
+    for n in range(3):
         cli("inbox", "process", input=fill("postfix-delayed.eml", sent["eli@example.com"], n))
     status, events = status_and_sources(cli, "eli@example.com")
+    assert status == "active"
+    assert [kind for kind, _, _ in events] == ["soft_bounce"] * 3
+
+    again = send_campaign(cli, monkeypatch, ["eli@example.com"], again=True)
+    cli("inbox", "process", input=fill("postfix-delayed.eml", again["eli@example.com"], 3))
+    status, events = status_and_sources(cli, "eli@example.com")
     assert status == "bounced"
-    assert [kind for kind, _, _ in events] == ["soft_bounce", "soft_bounce", "status"]
+    assert [kind for kind, _, _ in events] == ["soft_bounce"] * 4 + ["status"]
 
 
 def test_forged_bounce_and_unknown_token_change_nothing(cli, send_env, monkeypatch):
@@ -318,3 +327,145 @@ def test_policy_block_is_the_senders_problem(cli, send_env, monkeypatch):
     assert "policy-block 1" in result.stdout and "Status changes: none." in result.stdout
     assert "policy-block: 5.7.1" in result.stdout and "ana@example.com" not in result.stdout
     assert subscriber_status(cli.database_url, "ana@example.com") == "active"
+
+
+FORGED = MAIL / "forged"  # an outside tester's crafted messages (tied to nothing we can verify)
+TESTER_LIST = ["ana.lopez@example.com", "ben.carter@example.com", "chloe.ng@example.org"]
+TESTER_LIST += ["david.okafor@example.net", "farah.haddad@example.org"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "10-forged-dsn-farah-notoken.eml",  # no VERP, made-up Message-ID
+        "11-forged-dsn-ben-badtoken.eml",  # a VERP token that does not decrypt
+        "12-forged-dsn-david-fakemsgid.eml",
+        "16-forged-arf-farah.eml",  # a Message-ID of our shape with a wrong hash
+        "17-minimal-forged.eml",
+        "18-forged-arf-redacted-msgid-enum.eml",
+        "22-forged-any-msgid.eml",  # any Message-ID at all
+        "23-forged-arf-anymsgid.eml",
+    ],
+)
+def test_forged_reports_naming_a_subscriber_change_nothing(cli, send_env, monkeypatch, name):
+    send_campaign(cli, monkeypatch, TESTER_LIST)
+    result = cli("inbox", "process", input=(FORGED / name).read_bytes())
+    assert "unmatched 1" in result.stdout and "Status changes: none." in result.stdout
+    for address in TESTER_LIST:
+        assert status_and_sources(cli, address) == ("active", []), address
+
+
+def test_report_tied_by_our_message_id_concerns_that_delivery_not_the_named_address(cli, send_env, monkeypatch):
+    """No VERP address, but the quoted Message-ID verifies: the reader is the one we sent that
+    message to, whichever address the report names."""
+    sent = send_campaign(cli, monkeypatch, ["ana@example.com", "ben@example.com"])
+    ana = sent["ana@example.com"]
+    names_ben = Sent("ben@example.com", "Ben", BOUNCES, ana.message_id, f"Message-ID: {ana.message_id}", "")
+    result = cli("inbox", "process", input=fill("postfix-dsn.eml", names_ben))
+    assert "Status changes: bounced 1." in result.stdout
+    assert subscriber_status(cli.database_url, "ana@example.com") == "bounced"
+    assert subscriber_status(cli.database_url, "ben@example.com") == "active"
+    complaint = fill("arf-complaint.eml", names_ben, 1)
+    assert "Status changes: complained 1." in cli("inbox", "process", input=complaint).stdout
+    assert subscriber_status(cli.database_url, "ana@example.com") == "complained"
+    assert subscriber_status(cli.database_url, "ben@example.com") == "active"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "14-forged-mailto-david-tampered.eml",
+        "19-mailto-spoof-from-david-notoken.eml",
+        "20-mailto-spoof-from-farah-bare.eml",
+    ],
+)
+def test_mailto_without_a_valid_token_unsubscribes_nobody(cli, send_env, monkeypatch, name):
+    """From: is anyone's to write: only the token in the address we advertised unsubscribes."""
+    send_campaign(cli, monkeypatch, TESTER_LIST)
+    result = cli("inbox", "process", input=(FORGED / name).read_bytes())
+    assert "unmatched 1" in result.stdout and "Status changes: none." in result.stdout
+    assert "unmatched: unsubscribe request with an invalid or missing token" in result.stdout
+    assert "not on the list" not in result.stdout
+    for address in TESTER_LIST:
+        assert subscriber_status(cli.database_url, address) == "active", address
+
+
+@pytest.mark.parametrize("case", [str.lower, str.upper])
+def test_tokens_survive_a_relay_changing_the_case_of_the_local_part(cli, send_env, monkeypatch, case):
+    sent = send_campaign(cli, monkeypatch, ["ana@example.com", "ben@example.com"])
+    ana, ben = sent["ana@example.com"], sent["ben@example.com"]
+    unsubscribe = Sent(ana.email, ana.name, ana.verp, "", "", case(ana.unsubscribe_mailbox))
+    assert (
+        "Status changes: unsubscribed 1."
+        in cli("inbox", "process", input=fill("mailto-unsubscribe.eml", unsubscribe)).stdout
+    )
+    bounce = Sent(ben.email, ben.name, case(ben.verp), "<x@elsewhere.example>", "", "")
+    assert "Status changes: bounced 1." in cli("inbox", "process", input=fill("postfix-dsn.eml", bounce)).stdout
+    assert subscriber_status(cli.database_url, "ana@example.com") == "unsubscribed"
+    assert subscriber_status(cli.database_url, "ben@example.com") == "bounced"
+
+
+def test_stored_reasons_carry_no_address_in_any_spelling(cli, send_env, monkeypatch):
+    sent = send_campaign(cli, monkeypatch, ["ana.lopez@example.com"])
+    diagnostic = (
+        "<ANA.LOPEZ@EXAMPLE.COM> (forwarded to ana.l%40corp.example, =?utf-8?q?ana=40home.example?=,"
+        ' "Ana Lopez"@x.example): <ana.lopez>... User unknown'
+    )
+    raw = fill("postfix-dsn.eml", sent["ana.lopez@example.com"]).replace(
+        b"Diagnostic-Code: smtp; 550 5.1.1", b"Diagnostic-Code: smtp; 550 5.1.1 " + diagnostic.encode()
+    )
+    cli("inbox", "process", input=raw)
+    shown = json.loads(cli("subscribers", "show", "ana.lopez@example.com").stdout)
+    reason = next(event["reason"] for event in shown["events"] if event["kind"] == "bounce")
+    assert "5.1.1" in reason and "User unknown" in reason
+    for leak in ("ana.lopez", "ANA.LOPEZ", "ana.l", "%40", "home.example", "Ana Lopez", "=?utf-8"):
+        assert leak not in reason, (leak, reason)
+
+
+def test_message_without_a_sender_is_unrecognised_quietly(cli, send_env, workdir):
+    """flufl.bounce's detectors trip over a message with no From: and log a traceback; not ours."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEWSLETTER_DATABASE_URL": cli.database_url}
+
+    for raw in (b"To: bounces@news.calmharbor.example\nSubject: hi\n\nhello\n", b"From:\nTo: x@y.example\n\nhi\n"):
+        done = subprocess.run(
+            [sys.executable, "-m", "newsletter", "inbox", "process"],
+            input=raw,
+            capture_output=True,
+            cwd=workdir,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"unrecognised 1" in done.stdout
+        assert b"Traceback" not in done.stderr and b"Exception in detector" not in done.stderr
+
+
+def test_mailbox_setup_errors_are_one_line_with_a_hint(cli, send_env, monkeypatch, dovecot):
+    wrong = dovecot.url("imap").replace(":" + dovecot.url("imap").split(":")[2].split("@")[0] + "@", ":wrong@")
+    result = cli("inbox", "check", "--url", wrong, expect=1)
+    assert result.stderr.startswith("Error: imap://127.0.0.1:")
+    assert "AUTHENTICATIONFAILED" in result.stderr and "b'" not in result.stderr
+    assert "Hint: check the user and password in inbox_url" in result.stderr
+    for url in ("imap://[::1", "imap://127.0.0.1:99999/"):
+        result = cli("inbox", "check", "--url", url, expect=1)
+        assert result.stderr.startswith("Error: setting 'inbox_url' is not a valid URL")
+        assert "this is a bug" not in result.stderr and "Hint:" in result.stderr
+
+
+def test_inbox_without_a_database_says_run_init_and_creates_nothing(workdir):
+    import subprocess
+    import sys
+
+    raw = (MAIL / "spam.eml").read_bytes()
+    done = subprocess.run([sys.executable, "-m", "newsletter", "inbox", "process"], input=raw, capture_output=True)
+    assert done.returncode == 75  # the MTA keeps the message until the setup is fixed
+    assert b"Error: the database is not initialised" in done.stderr
+    assert b"Hint: run: newsletter init" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", "inbox", "check", "--url", "maildir:Maildir"], capture_output=True
+    )
+    assert done.returncode == 1
+    assert not list(workdir.iterdir())

@@ -17,13 +17,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..addresses import redact_addresses
 from ..config import Settings
 from ..db import Database
 from ..feedback import SoftBouncePolicy, apply_feedback
-from ..models import InboxMessage
+from ..models import Delivery, InboxMessage
 from ..tokens import Tokens
 from ..verp import ReturnPaths
 from .classify import POLICY, UNMATCHED, Classifier, Verdict, parse
@@ -86,8 +87,15 @@ class Inbox:
     def __init__(self, settings: Settings, db: Database):
         self.settings = settings
         self.db = db
-        self.classifier = Classifier(ReturnPaths(settings), Tokens(settings.secret_key))
+        self.classifier = Classifier(
+            ReturnPaths(settings), Tokens(settings.secret_key), settings.secret_key, self._recorded_delivery
+        )
         self.policy = SoftBouncePolicy(settings.soft_bounce_limit, settings.soft_bounce_days)
+
+    def _recorded_delivery(self, message_id: str) -> int | None:
+        """The delivery that recorded this Message-ID (or provider id) when it was sent."""
+        with self.db.session() as session:
+            return session.scalar(select(Delivery.id).where(Delivery.provider_id == message_id[:200]).limit(1))
 
     def process(self, raw: bytes, envelope_recipients: Iterable[str] = ()) -> RunReport:
         """Classify and apply one message, once."""

@@ -5,15 +5,22 @@ RFC 3464, or one of the non-standard bounce formats flufl.bounce knows), and onl
 the auto-reply test, because real DSNs carry `Auto-Submitted: auto-replied` too. Mail to
 the unsubscribe address comes next; anything else is left alone.
 
-A bounce or complaint is acted on only when it is tied to a message we sent: the VERP
-envelope address it was mailed to, or the original it quotes (our Message-ID, our VERP
-return path, or our unsubscribe token). A made-up DSN naming a subscriber changes nothing.
+A bounce or complaint is acted on only when it is tied to a message we sent through
+something a stranger cannot make up: the VERP envelope address it was mailed to, or the
+original it quotes (a Message-ID whose keyed hash verifies, or that a delivery recorded; our
+VERP return path; a valid unsubscribe token). The reader is then the one of THAT delivery
+or token, never the address the report names: a forged DSN quoting any Message-ID and
+naming a subscriber changes nothing, and a genuine one naming another address still only
+concerns the reader we sent that message to.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
@@ -25,6 +32,11 @@ from ..feedback import Feedback
 from ..tokens import InvalidToken, TokenData, Tokens
 from ..verp import ReturnPaths
 
+# flufl.bounce logs a traceback when one of its heuristic detectors trips over a malformed
+# message (no From:, say); such a message is simply not a bounce we recognise.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
+
 SOURCE = "inbox"
 MAILTO_SOURCE = "mailto"
 
@@ -35,6 +47,7 @@ AUTO_REPLY, UNMATCHED, POLICY, UNRECOGNISED = "auto-reply", "unmatched", "policy
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_LINE = re.compile(r"\b[45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3}\b)?.{4,}")
+_OUR_MESSAGE_ID = re.compile(r"^<(\d+)\.(\d+)\.([0-9a-f]{16})@[^>\s]+>$")
 _UNSUBSCRIBE_URL = re.compile(r"/u/([A-Za-z0-9_.\-]+)")
 _AUTO_SUBJECT = re.compile(
     r"^\s*(auto(matic)?[ -]?(reply|response|answer)|auto:|out of (the )?office|abwesenheit|r[ée]ponse automatique|"
@@ -61,14 +74,29 @@ class Original:
 
 @dataclass(frozen=True)
 class Handles:
-    delivery_id: int | None = None
+    delivery_id: int | None = None  # from our VERP address or a Message-ID we verified
     subscriber_link: TokenData | None = None  # whose unsubscribe token the message carried
     campaign_id: int | None = None
     message_id: str | None = None
 
     @property
     def tied(self) -> bool:
-        return self.delivery_id is not None or self.subscriber_link is not None or bool(self.message_id)
+        """Only verified handles tie a report to a reader; a quoted Message-ID alone is words."""
+        return self.delivery_id is not None or self.subscriber_link is not None
+
+
+def message_id_delivery(message_id: str | None, secret_key: str) -> tuple[int, int] | None:
+    """(campaign id, delivery id) of a Message-ID we made (message.py `MessageBuilder.message_id`:
+    `<C.D.hash@domain>`, hash keyed with secret_key), None for any other or a forged one."""
+    found = _OUR_MESSAGE_ID.match((message_id or "").strip())
+    if found is None:
+        return None
+    label = f"{found.group(1)}.{found.group(2)}"
+    key = (secret_key or "newsletter").encode()
+    expected = hmac.new(key, label.encode(), hashlib.sha256).hexdigest()[:16]
+    if not hmac.compare_digest(expected, found.group(3)):
+        return None
+    return int(found.group(1)), int(found.group(2))
 
 
 def parse(raw: bytes) -> Message:
@@ -127,9 +155,18 @@ def _quoted_original(message: Message) -> Original:
 
 
 class Classifier:
-    def __init__(self, return_paths: ReturnPaths, tokens: Tokens):
+    def __init__(
+        self,
+        return_paths: ReturnPaths,
+        tokens: Tokens,
+        secret_key: str = "",
+        recorded_delivery: Callable[[str], int | None] | None = None,
+    ):
         self.paths = return_paths
         self.tokens = tokens
+        self.secret_key = secret_key
+        # Message-ID (or provider id) -> delivery id, as the deliveries table recorded it.
+        self.recorded_delivery = recorded_delivery or (lambda message_id: None)
 
     # -- handles: what ties a report to something we sent --------------------------------
     def _tagged(self, addresses: Iterable[str]) -> tuple[int | None, str | None]:
@@ -158,11 +195,19 @@ class Classifier:
         delivery_id = envelope_delivery
         if delivery_id is None:
             delivery_id, _ = self._tagged([original.return_path or "", *extra])
-        subscriber_link = campaign_id = None
-        for token in original.unsubscribe_tokens:
-            subscriber_link, campaign_id = self._read_token(token)
-            if subscriber_link is not None:
-                break
+        campaign_id = None
+        if delivery_id is None and original.message_id:
+            ours = message_id_delivery(original.message_id, self.secret_key)
+            if ours is not None:
+                campaign_id, delivery_id = ours
+            else:  # a message sent before Message-IDs were keyed, or a provider's id
+                delivery_id = self.recorded_delivery(original.message_id)
+        subscriber_link = None
+        if delivery_id is None:
+            for token in original.unsubscribe_tokens:
+                subscriber_link, campaign_id = self._read_token(token)
+                if subscriber_link is not None:
+                    break
         return Handles(delivery_id, subscriber_link, campaign_id, original.message_id)
 
     # -- the verdict -----------------------------------------------------------------------
@@ -207,16 +252,14 @@ class Classifier:
         if not handles.tied:
             return Verdict(UNMATCHED, note="complaint about a message we cannot identify")
         reporter = parseaddr(message.get("From", ""))[1].rpartition("@")[2] or "unknown"
-        rcpt = parseaddr(fields.get("Original-Rcpt-To") or "")[1]
+        # Original-Rcpt-To is not used: the reader is the one of the delivery or token.
         event = Feedback(
             "complaint",
             SOURCE,
             f"{feedback_type} report (ARF) from {reporter}",
-            email=rcpt or None,
             subscriber_link=handles.subscriber_link,
             campaign_id=handles.campaign_id,
             delivery_id=handles.delivery_id,
-            message_id=handles.message_id,
         )
         return Verdict(COMPLAINT, [event])
 
@@ -241,24 +284,18 @@ class Classifier:
         handles = self._handles(envelope_delivery, _quoted_original(message))
         if not handles.tied:
             return Verdict(UNMATCHED, note="bounce of a message we cannot identify")
-        if handles.delivery_id is not None or handles.subscriber_link is not None:
-            # One delivery per message: the report is about that reader, whatever address it quotes.
-            address, kind, reason = min(acted, key=lambda failure: failure[1] != "bounce")
-            acted = [(address, kind, reason)]
-        events = [
-            Feedback(
-                kind,
-                SOURCE,
-                reason,
-                email=address or None,
-                subscriber_link=handles.subscriber_link,
-                campaign_id=handles.campaign_id,
-                delivery_id=handles.delivery_id,
-                message_id=handles.message_id,
-            )
-            for address, kind, reason in acted
-        ]
-        return Verdict(BOUNCE, events)
+        # One delivery per message: the report is about that reader, whatever address it
+        # names (Final-Recipient is never used to pick a subscriber).
+        _, kind, reason = min(acted, key=lambda failure: failure[1] != "bounce")
+        event = Feedback(
+            kind,
+            SOURCE,
+            reason,
+            subscriber_link=handles.subscriber_link,
+            campaign_id=handles.campaign_id,
+            delivery_id=handles.delivery_id,
+        )
+        return Verdict(BOUNCE, [event])
 
     def _mailto(self, message: Message, token: str | None) -> Verdict:
         subscriber_link, campaign_id = self._read_token(token)
@@ -267,15 +304,14 @@ class Classifier:
                 subscriber_link, campaign_id = self._read_token(word)
                 if subscriber_link is not None:
                     break
-        sender = parseaddr(message.get("From", ""))[1]
-        if subscriber_link is None and not sender:
-            return Verdict(UNMATCHED, note="unsubscribe request without a valid token or sender")
-        reason = "mail to the unsubscribe address" + ("" if subscriber_link is not None else " from the subscriber")
+        # No fallback to the From address: anyone can write any From. The mailto address we
+        # advertise in List-Unsubscribe always carries the reader's token.
+        if subscriber_link is None:
+            return Verdict(UNMATCHED, note="unsubscribe request with an invalid or missing token")
         event = Feedback(
             "unsubscribe",
             MAILTO_SOURCE,
-            reason,
-            email=None if subscriber_link is not None else sender,
+            "mail to the unsubscribe address",
             subscriber_link=subscriber_link,
             campaign_id=campaign_id,
         )

@@ -74,10 +74,17 @@ class _Network(Mailbox):
     default_ports: dict[str, int] = {}
 
     def __init__(self, url: str, timeout: float):
-        parts = urlsplit(url)
+        try:  # urllib says "Invalid IPv6 URL" or "Port out of range" with a ValueError
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(
+                f"setting 'inbox_url' is not a valid URL: {exc}",
+                hint="e.g. imaps://bounces%40clinic.example:PASSWORD@imap.example.org/INBOX or imap://[::1]:143",
+            ) from None
         self.secure = parts.scheme.lower().endswith("s")
         self.host = parts.hostname or "localhost"
-        self.port = parts.port or self.default_ports[parts.scheme.lower()]
+        self.port = port or self.default_ports[parts.scheme.lower()]
         self.username = unquote(parts.username or "")
         self.password = unquote(parts.password or "")
         self.path = unquote(parts.path.lstrip("/"))
@@ -261,6 +268,9 @@ def _quote(name: str) -> str:
 
 
 def _first(value: object) -> str:
+    """A server's answer as one line of text (imaplib and poplib errors carry bytes)."""
+    if isinstance(value, BaseException) and value.args:
+        value = value.args[0]
     if isinstance(value, list) and value:
         value = value[0]
     if isinstance(value, bytes):
