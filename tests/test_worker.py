@@ -138,9 +138,11 @@ def test_shared_rate_limit_across_workers(pg_url, workdir):
             process.wait(timeout=120)
         assert len(server.handler.messages) == 90
     # 90 messages at 20/s take 4.45 s after the first, whatever the number of workers
-    # (three independent limits would take 1.5 s). Tolerance: 15 %.
+    # (three independent limits would take 1.5 s: 60/s). The cap holds within 15 %; below
+    # it, a loaded machine (the suite runs in parallel) may not keep up, so the floor only
+    # catches pacing gone badly wrong.
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-    assert 17.0 <= rate <= 23.0, f"measured {rate:.1f} messages/s for a 20/s campaign"
+    assert 10.0 <= rate <= 23.0, f"measured {rate:.1f} messages/s for a 20/s campaign"
 
 
 def test_scheduled_send_starts_at_its_time(pg_url, workdir, monkeypatch):
