@@ -376,3 +376,13 @@ def test_signup_limit_shared_through_redis(database_url, workdir, monkeypatch, t
 
     codes = [post(clients[n % 2], n) for n in range(4)]
     assert codes == [200, 200, 200, 429]
+
+
+@pytest.mark.parametrize("route", ["/webhooks/mailgun", "/webhooks/postmark", "/webhooks/sendgrid"])
+def test_deeply_nested_webhook_json_is_a_400_not_a_500(web, route):
+    """Mailgun's signature is inside the body, so an unauthenticated caller reaches the JSON parser."""
+    app, _, _ = web
+    client = app.test_client()
+    for body in ("[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000):
+        answer = client.post(route, data=body, content_type="application/json")
+        assert answer.status_code in (400, 401), (route, answer.status_code)

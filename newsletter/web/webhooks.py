@@ -63,8 +63,10 @@ def refuse(status: int, why: str) -> Response:
 
 
 def json_body() -> Any:
-    data = request.get_json(silent=True)
-    return data
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # deeply nested arrays: parsed before any signature can be checked
+        raise Malformed("too deeply nested") from None
 
 
 def timestamp_within_window(raw: object) -> bool:
