@@ -507,9 +507,9 @@ class Campaigns:
         # created and then refused would take over every later `send` of the issue. A campaign
         # queued for workers is sent with the workers' settings, checked when they take it.
         if check_adapter:
-            self.describe_adapter(adapter)  # ConfigError
-        if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
-            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+            self.describe_adapter(adapter)  # ConfigError; the postal address too
+        else:
+            self._require_postal_address(adapter)
         require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
         campaign, count = self.store.create(
             rendered, segment or [], adapter, self.settings.rate if rate is None else rate, scheduled_at, repeat
@@ -519,12 +519,15 @@ class Campaigns:
             raise DataError(f"no active subscribers in segment {', '.join(segment or []) or '(all)'}")
         return campaign, count
 
+    def _require_postal_address(self, adapter: str) -> None:
+        if adapter != "outbox":  # CAN-SPAM: no real send without a physical address, --force or not
+            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+
     def describe_adapter(self, name: str | None = None) -> str:
         """Which adapter a send would use and where the mail goes, checking its settings."""
         name = name or self.settings.adapter
         adapter = make_adapter(self.settings, name, folder="campaign-N")  # ConfigError if a setting is missing
-        if name != "outbox":
-            self.settings.require("postal_address", why="before mail goes to real inboxes (CAN-SPAM)")
+        self._require_postal_address(name)
         if name == "outbox":
             return f"outbox: .eml files under {Path(self.settings.outbox_dir) / 'campaign-N'}/ (nothing is mailed)"
         if name == "smtp":
