@@ -35,20 +35,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 RAW_SQLITE = """
-import csv, sqlite3, sys, time
+import csv, secrets, sqlite3, sys, time
 from datetime import datetime, timezone
 now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 connection = sqlite3.connect(sys.argv[2])
 connection.execute("PRAGMA journal_mode=WAL")
 connection.execute("PRAGMA synchronous=NORMAL")
 sql = ("INSERT INTO subscribers (email, email_key, name, status, attributes, consent_at, consent_source,"
-       " consent_ip, consent_text, created_at, confirmed_at) VALUES (?, ?, ?, 'active', '{}', ?, 'raw', '', '', ?, ?)")
+       " consent_ip, consent_text, created_at, confirmed_at, token)"
+       " VALUES (?, ?, ?, 'active', '{}', ?, 'raw', '', '', ?, ?, ?)")
 with open(sys.argv[1], newline="", encoding="utf-8") as handle:
     reader = csv.reader(handle)
     next(reader)
     batch = []
     for email, name, tags in reader:
-        batch.append((email, email.lower(), name, now, now, now))
+        batch.append((email, email.lower(), name, now, now, now, secrets.token_hex(10)))
         if len(batch) == 2000:
             connection.executemany(sql, batch)
             connection.commit()
@@ -58,12 +59,12 @@ with open(sys.argv[1], newline="", encoding="utf-8") as handle:
 """
 
 RAW_POSTGRES = """
-import csv, sys
+import csv, secrets, sys
 from datetime import datetime, timezone
 import psycopg
 now = datetime.now(timezone.utc)
 columns = ("email, email_key, name, status, attributes, consent_at, consent_source, consent_ip, consent_text,"
-           " created_at, confirmed_at")
+           " created_at, confirmed_at, token")
 with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as connection:
     with open(sys.argv[1], newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
@@ -72,7 +73,7 @@ with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as con
         while not done:
             with connection.cursor().copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
                 for count, (email, name, tags) in enumerate(reader, 1):
-                    copy.write_row((email, email.lower(), name, "active", "{}", now, "raw", "", "", now, now))
+                    copy.write_row((email, email.lower(), name, "active", "{}", now, "raw", "", "", now, now, secrets.token_hex(10)))
                     if count == 2000:
                         break
                 else:

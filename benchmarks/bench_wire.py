@@ -43,7 +43,11 @@ from bench_scale import fresh_postgres  # noqa: E402
 from bench_vs_mailmerge import mailmerge_files  # noqa: E402
 
 ISSUE = HERE.parent / "issues" / "2026-12-understanding-anxiety.md"
-ENV = {"NEWSLETTER_SECRET_KEY": "bench-secret-key-0123", "NEWSLETTER_POSTAL_ADDRESS": "1 Main St, Springfield"}
+ENV = {
+    "NEWSLETTER_SECRET_KEY": "bench-secret-key-0123",
+    "NEWSLETTER_POSTAL_ADDRESS": "1 Main St, Springfield",
+    "NEWSLETTER_BASE_URL": "https://news.example.com",
+}
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SENDER = "newsletter@calmharbor.example"
 
@@ -121,9 +125,12 @@ def raw(port: int, data: bytes, count: int, connections: int = 1) -> float:
 
 
 def newsletter(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "newsletter", *args], env=env, cwd=cwd, check=True, capture_output=True, text=True
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args], env=env, cwd=cwd, capture_output=True, text=True
     )
+    if result.returncode:
+        raise SystemExit(f"newsletter {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result
 
 
 def smtp_env(port: int, database_url: str, **settings: object) -> dict[str, str]:
@@ -142,13 +149,13 @@ def seeded_sqlite(count: int, workdir: Path) -> Path:
     """A SQLite database with `count` subscribers, built once and copied for every run; and
     the sample issue copied next to it with a clinical sign-off (a real send needs one)."""
     database = workdir / "seed.db"
-    env = smtp_env(0, f"sqlite:///{database}")
+    env = smtp_env(1, f"sqlite:///{database}")
     newsletter(["init"], env, workdir)
     newsletter(["subscribers", "import", "people.csv"], env, workdir)
     shutil.copy(ISSUE, workdir / ISSUE.name)
     try:
         newsletter(["issues", "approve", str(workdir / ISSUE.name), "--by", "Benchmark"], env, workdir)
-    except subprocess.CalledProcessError:
+    except SystemExit:
         pass  # a version without sign-offs
     return database
 
