@@ -73,7 +73,8 @@ with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as con
         while not done:
             with connection.cursor().copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
                 for count, (email, name, tags) in enumerate(reader, 1):
-                    copy.write_row((email, email.lower(), name, "active", "{}", now, "raw", "", "", now, now, secrets.token_hex(10)))
+                    token = secrets.token_hex(10)
+                    copy.write_row((email, email.lower(), name, "active", "{}", now, "raw", "", "", now, now, token))
                     if count == 2000:
                         break
                 else:
