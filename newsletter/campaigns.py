@@ -421,7 +421,7 @@ class Campaigns:
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
         linter = Linter(self.settings)
-        findings = linter.lint(issue_path)
+        findings = linter.lint(issue_path, errors_only=True)  # only errors refuse a send
         if not force and chromium_available():  # `lint --contrast`, wherever a browser can measure it
             if linter.rendered is not None:  # measure the lint's render: CSS is inlined once per issue
                 findings += contrast_findings(self.settings, linter.rendered, linter.issue)

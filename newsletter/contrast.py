@@ -12,13 +12,17 @@ their DOM ancestors (email layouts do not overlap boxes).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chromium import DESKTOP_WINDOW, PHONE_WIDTH, offline_page, with_browser
+from .chromium import DESKTOP_WINDOW, PHONE_WIDTH, offline_page, require_chromium, with_browser
 from .config import Settings
 from .content import Issue, load_issue
 from .errors import ContentError
@@ -33,6 +37,8 @@ LARGE_BOLD_PX = 18.66  # 14 pt, bold
 MODES = ("light", "dark")
 _CACHE: dict[str, list[TextContrast]] = {}
 _CACHE_LOCK = threading.Lock()
+DISK_CACHE_KEEP = 64  # measurements kept on disk (a few KB each); the oldest go first
+log = logging.getLogger("newsletter.contrast")
 
 # Runs in the page: one record per visible element that has text of its own.
 MEASURE_SCRIPT = """() => {
@@ -228,17 +234,67 @@ def contrast_findings(settings: Settings, rendered: RenderedIssue, issue: Issue 
 
 def measure_cached(html: str) -> list[TextContrast]:
     """measure_html in a fresh browser, remembered per exact HTML: the same message always
-    measures the same, and `send` after `lint --contrast` (or a test suite) need not relaunch."""
+    measures the same. In memory for this process, and on disk (the user's cache folder)
+    for the same HTML drawn by the same browser build, so a `send` after `lint --contrast`
+    or an earlier send need not launch Chromium (a second or more); any change to the
+    message, its template or CSS, or the browser measures afresh."""
     key = hashlib.sha256(html.encode("utf-8")).hexdigest()
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-    measured = with_browser(lambda browser: measure_html(browser, html))
+    executable = require_chromium()  # a missing browser says so, remembered measurement or not
+    stored = contrast_cache_dir() / f"{_disk_key(key, executable)}.json"
+    measured = _read_measurement(stored)
+    if measured is None:
+        measured = with_browser(lambda browser: measure_html(browser, html))
+        _write_measurement(stored, measured)
     with _CACHE_LOCK:
         if len(_CACHE) >= 32:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = measured
     return measured
+
+
+def contrast_cache_dir() -> Path:
+    """Where measurements are kept between runs: $XDG_CACHE_HOME/newsletter/contrast (the
+    XDG base directory convention; ~/.cache by default). Safe to delete at any time."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / "contrast"
+
+
+def _disk_key(html_key: str, executable: str) -> str:
+    """The message's hash with what else decides the measurement: the browser build (its
+    file's size and time) and the measuring script and window widths."""
+    try:
+        stat = os.stat(os.path.realpath(executable))
+        browser = f"{os.path.realpath(executable)}:{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        browser = executable
+    method = f"{MEASURE_SCRIPT}{DESKTOP_WINDOW}{PHONE_WIDTH}{MODES}{AA_NORMAL}{LARGE_PX}{LARGE_BOLD_PX}"
+    return hashlib.sha256(f"{html_key}\0{browser}\0{method}".encode()).hexdigest()
+
+
+def _read_measurement(path: Path) -> list[TextContrast] | None:
+    try:
+        return [TextContrast(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:  # a damaged entry is measured again
+        log.debug("contrast cache %s unreadable (%s); measuring again", path, exc)
+        return None
+
+
+def _write_measurement(path: Path, measured: list[TextContrast]) -> None:
+    """Best effort: a cache that cannot be written only costs the next run a browser launch."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps([dataclasses.asdict(item) for item in measured]), encoding="utf-8")
+        os.replace(temporary, path)  # whole or not at all, whoever else writes the same entry
+        kept = sorted(path.parent.glob("*.json"), key=lambda entry: entry.stat().st_mtime)
+        for old in kept[:-DISK_CACHE_KEEP]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.debug("contrast cache %s not written (%s)", path, exc)
 
 
 def check_issue_contrast(settings: Settings, issue_path: str | Path) -> list[Finding]:

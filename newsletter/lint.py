@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import lxml.html
-import requests
 from markdown_it import MarkdownIt
 
 from .config import Settings
@@ -98,7 +97,9 @@ class Linter:
         self.issue: Issue | None = None
         self.rendered: RenderedIssue | None = None
 
-    def lint(self, path: str | Path) -> list[Finding]:
+    def lint(self, path: str | Path, errors_only: bool = False) -> list[Finding]:
+        """Every finding; with errors_only, checks that can only warn are left out (a send
+        refuses on errors alone, and the reading level costs it a third of a second)."""
         self.issue = self.rendered = None
         problems: list[ContentError] = []
         try:
@@ -110,7 +111,8 @@ class Linter:
         findings += self._source(issue)
         findings += self._claims(issue)
         findings += self._markdown(issue)
-        findings += self._reading_level(issue)
+        if not errors_only:
+            findings += self._reading_level(issue)
         missing = self._missing_template(issue)
         if missing:
             return _finish(findings + [missing])
@@ -479,6 +481,8 @@ class Linter:
                 if url in issue.source and urlsplit(url).scheme in ("http", "https") and not link_problem(url)
             }
         )
+
+        import requests  # only for --check-links: it costs `send` 0.1 s of start-up
 
         def check(url: str) -> str | None:
             try:
