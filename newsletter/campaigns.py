@@ -31,12 +31,13 @@ from sqlalchemy.exc import OperationalError
 
 from .addresses import redact_addresses
 from .chromium import chromium_available
+from .compose_process import ComposeProcess, compose_row, fork_available
 from .config import Settings
 from .content import Issue, load_issue
 from .contrast import check_issue_contrast, contrast_findings
 from .delivery import PERMANENT, TRANSIENT, UNKNOWN, Adapter, Result, make_adapter
 from .delivery.base import permanent
-from .errors import ContentError, DataError, DeliveryError, NewsletterError
+from .errors import DataError, DeliveryError, NewsletterError
 from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
@@ -197,6 +198,7 @@ class Sender:
         self._recorder: Recorder | None = None
         self._prefetched: tuple[int, str] | None = None  # (delivery, its check) from the last record
         self.claims_lost = 0  # batches stopped because their claim had passed to another worker
+        self._compose_process: ComposeProcess | None = None
 
     @property
     def stop_requested(self) -> bool:
@@ -223,6 +225,7 @@ class Sender:
         counts = {"sent": sent_before, "failed": summary.counts["failed"]}
         watch = OutageWatch(self.settings.pause_after_failures)
         self._recorder = self.store.recorder(self.worker, self.settings.synchronous_commit)
+        self._start_compose_process(rendered, campaign_id)
         try:
             with self.adapter:
                 while not self.stop_requested:
@@ -265,6 +268,7 @@ class Sender:
             self.store.set_status(campaign_id, "paused")
             raise
         finally:
+            self._stop_compose_process()
             self._recorder.close()
         if pause_on_stop and self.stop_requested and self.store.status(campaign_id) == "running":
             self.store.set_status(campaign_id, "paused")
@@ -351,23 +355,16 @@ class Sender:
     def _compose_ahead(
         self, rendered: RenderedIssue, campaign_id: int, claimed: list[Claimed], keeper: ClaimKeeper
     ) -> Iterator[Message]:
-        """Messages in order, built (MIME bytes included) on a helper thread while the
-        adapter waits for the server's replies. Whatever goes wrong building one reader's
-        message (personalisation, an address, signing) fails that delivery alone."""
-
-        def build(row: Claimed) -> Message | str:
-            recipient = Recipient(row.subscriber_id, row.email, row.name, row.attributes, row.token)
-            try:
-                message = self.composer.compose(rendered, recipient, campaign_id, row.delivery_id)
-                message.as_wire()  # MIME bytes and their SMTP form, cached on the message
-            except ContentError as exc:
-                return str(exc)
-            except Exception as exc:  # noqa: BLE001 - one reader's message must not stop the campaign
-                return f"could not build this message: {type(exc).__name__}: {exc}"
-            return message
-
+        """Messages in order, built (MIME bytes included) ahead of the sending: in the
+        compose process where there is one, else on a helper thread while the adapter waits
+        for the server's replies. Whatever goes wrong building one reader's message
+        (personalisation, an address, signing) fails that delivery alone."""
         with ThreadPoolExecutor(1, thread_name_prefix="compose") as helper:
-            for row, built in zip(claimed, helper.map(build, claimed), strict=True):
+            if self._compose_process is not None:
+                answers: Iterator[Message | str] = self._compose_process.compose(claimed)
+            else:
+                answers = helper.map(lambda row: compose_row(self.composer, rendered, campaign_id, row), claimed)
+            for row, built in zip(claimed, answers, strict=True):
                 if isinstance(built, str):
                     failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
                     with keeper.lock:
@@ -377,6 +374,18 @@ class Sender:
                         keeper.pending.discard(row.delivery_id)
                     continue
                 yield built
+
+    def _start_compose_process(self, rendered: RenderedIssue, campaign_id: int) -> None:
+        """Fork the compose process for an adapter that sends bytes (SMTP), once the issue
+        is rendered; elsewhere (no fork, an HTTP API that wants the documents) the helper
+        thread composes."""
+        if getattr(self.adapter, "sends_wire", False) and fork_available():
+            self._compose_process = ComposeProcess(self.composer, rendered, campaign_id)
+
+    def _stop_compose_process(self) -> None:
+        if self._compose_process is not None:
+            self._compose_process.close()
+            self._compose_process = None
 
     def _pace(self, campaign_id: int, count: int, rate: float) -> None:
         """Wait for this batch's slot on the campaign's shared clock (all workers share it)."""

@@ -8,6 +8,7 @@ encoded as RFC 2047 words, so nothing a subscriber typed can become a header.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -97,6 +98,15 @@ class Message:
                 body = _dot_stuffed(data[len(self._head) :])
             self._wire = _dot_stuffed(self._head) + body + b".\r\n"
         return self._wire
+
+    def for_wire(self) -> Message:
+        """This message as SMTP sends it, light enough to pass between processes: its bytes
+        built and kept, without what they were built from (the documents, the rendered issue,
+        the body template's parts, the signing key)."""
+        self.as_wire()
+        light = dataclasses.replace(self, html="", text="", rendered=None, slot_values=None, body=None, dkim=None)
+        light._bytes, light._wire, light._head = self._bytes, self._wire, self._head
+        return light
 
     def as_bytes(self) -> bytes:
         """The MIME bytes, built once (the campaign builds them ahead, on a helper thread)."""

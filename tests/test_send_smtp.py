@@ -251,6 +251,27 @@ def send_in_subprocess(database_url, smtp_url, env_extra=None):
 
 
 @pytest.mark.slow
+def child_processes(pid: int) -> list[int]:
+    """Linux: the processes `pid` started (none where /proc cannot tell)."""
+    try:
+        return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def exits_soon(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rpartition(")")[2].split()[0] == "Z":  # exited, waiting to be reaped
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_sigkill_midway_then_resume_delivers_exactly_once(sqlite_url, send_env):
     # SQLite here; on PostgreSQL, tests/test_worker.py kills a sender ten times in one campaign.
     database_url = sqlite_url
@@ -272,6 +293,7 @@ def test_sigkill_midway_then_resume_delivers_exactly_once(sqlite_url, send_env):
             # by SMTP's rules it was not delivered, and it must be sent again on resume.
             if len(handler.messages) == 1000 and not killed:
                 killed["pid"] = process.pid
+                killed["helpers"] = child_processes(process.pid)  # the compose process
                 os.kill(process.pid, signal.SIGKILL)
                 return "451 4.3.0 sender vanished"
             return None
@@ -281,6 +303,7 @@ def test_sigkill_midway_then_resume_delivers_exactly_once(sqlite_url, send_env):
         process.wait(timeout=120)
         assert process.returncode == -signal.SIGKILL
         assert len(server.handler.messages) == 1000
+        assert all(exits_soon(helper) for helper in killed["helpers"]), "a helper process outlived the sender"
         server.handler.on_data = None
         resumed = send_in_subprocess(database_url, server.url)
         out, err = resumed.communicate(timeout=120)

@@ -173,6 +173,7 @@ class InterruptedAfterData(KeyboardInterrupt):
 class SMTPAdapter(Adapter):
     name = "smtp"
     max_batch = 100
+    sends_wire = True  # reads only a message's bytes and addresses: it can be composed in another process
 
     def __init__(self, smtp_url: str, pool: int = 1, timeout: float = 30.0, data_timeout: float = 600.0):
         if not smtp_url:
