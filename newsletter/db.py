@@ -86,12 +86,22 @@ def first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+def _require_sqlite_file(engine: Engine) -> None:
+    """Refuse before SQLite creates an empty file where no database was initialised (a
+    command run in the wrong directory would otherwise leave a stray subscribers.db)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not url.database.startswith("file:") and not Path(url.database).exists():
+            raise DataError(f"the database is not initialised (no file {url.database})", hint="run: newsletter init")
+
+
 class Database:
     """An engine plus a session factory, checked to be at the current schema."""
 
     def __init__(self, database_url: str, *, check_schema: bool = True):
         self.engine = make_engine(database_url)
         if check_schema:
+            _require_sqlite_file(self.engine)
             revision = current_revision(self.engine)
             if revision is None:
                 raise DataError("the database is not initialised", hint="run: newsletter init")

@@ -98,9 +98,11 @@ def test_schema_check_agrees_with_alembic(workdir):
 
 
 def test_commands_before_init_say_what_to_do(workdir):
-    result = CliRunner().invoke(main, ["subscribers", "list"])
-    assert result.exit_code == 1
-    assert "not initialised" in result.stderr and "newsletter init" in result.stderr
+    for command in (["subscribers", "list"], ["campaigns", "list"], ["subscribers", "add", "a@example.com"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, command
+        assert "not initialised" in result.stderr and "newsletter init" in result.stderr
+    assert not (workdir / "subscribers.db").exists()  # no stray empty database left behind
 
 
 def test_missing_secret_key_is_a_clear_error(workdir, monkeypatch, sqlite_url):
