@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import smtplib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class Message:
     # the same bytes _serialise would write, the parts every reader shares encoded once.
     body: tuple[str, bytes, bytes] | None = field(default=None, repr=False, compare=False)
     _head: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _envelope: tuple[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+    _light: bool = field(default=False, init=False, repr=False, compare=False)  # see for_wire
 
     @property
     def envelope_from(self) -> str:
@@ -99,19 +102,36 @@ class Message:
             self._wire = _dot_stuffed(self._head) + body + b".\r\n"
         return self._wire
 
+    def smtp_envelope(self) -> tuple[str, str]:
+        """MAIL FROM and RCPT TO's addresses as smtplib quotes them (parsed once: each
+        parse costs more than the rest of the SMTP exchange's Python)."""
+        if self._envelope is None:
+            self._envelope = (smtplib.quoteaddr(self.envelope_from), smtplib.quoteaddr(self.to_email))
+        return self._envelope
+
     def for_wire(self) -> Message:
-        """This message as SMTP sends it, light enough to pass between processes: its bytes
-        built and kept, without what they were built from (the documents, the rendered issue,
-        the body template's parts, the signing key)."""
-        self.as_wire()
-        light = dataclasses.replace(self, html="", text="", rendered=None, slot_values=None, body=None, dkim=None)
-        light._bytes, light._wire, light._head = self._bytes, self._wire, self._head
+        """This message as SMTP sends it, light enough to pass between processes: its SMTP
+        form and envelope built, without what they were built from (the documents, the
+        rendered issue, the body template's parts, the signing key). Its MIME bytes, if
+        asked for, are the SMTP form undone."""
+        wire, envelope = self.as_wire(), self.smtp_envelope()
+        light = dataclasses.replace(
+            self,
+            html="",
+            text="",
+            rendered=None,
+            slot_values=None,
+            body=None,
+            dkim=None,
+            envelope_sender=self.envelope_from,
+        )
+        light._wire, light._envelope, light._light = wire, envelope, True
         return light
 
     def as_bytes(self) -> bytes:
-        """The MIME bytes, built once (the campaign builds them ahead, on a helper thread)."""
+        """The MIME bytes, built once (the campaign builds them ahead of the sending)."""
         if self._bytes is None:
-            self._bytes = self._serialise()
+            self._bytes = _dot_unstuffed(self._wire[:-3]) if self._light and self._wire else self._serialise()
         return self._bytes
 
     def _serialise(self) -> bytes:
@@ -203,6 +223,12 @@ def _dot_stuffed(lines: bytes) -> bytes:
     """RFC 5321 4.5.2 for bytes that start at a line start: a line's leading "." doubled."""
     stuffed = lines.replace(b"\n.", b"\n..")
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+def _dot_unstuffed(stuffed: bytes) -> bytes:
+    """_dot_stuffed undone: every line start's "." was doubled, so one of each pair goes."""
+    lines = stuffed.replace(b"\n..", b"\n.")
+    return lines[1:] if lines.startswith(b"..") else lines
 
 
 _NOT_A_BREAK = re.compile(r"[^;, \t]")

@@ -229,3 +229,39 @@ def test_ascii_folding_by_shape_equals_email_header():
         value = " ".join(value.split())
         expected = Header(value, "us-ascii", maxlinelen=message_module.FOLD_AT).encode(linesep="\r\n")
         assert message_module._fold_ascii(value) == expected, value
+
+
+def test_compose_process_hands_over_the_same_bytes(pinned):
+    """Where `send` composes in a second process, SMTP gets the very bytes composing here
+    gives (the fixtures' accented and hostile readers, and lines starting with '.'), and
+    the light message passed between the processes still gives its whole MIME form."""
+    import pickle
+
+    from newsletter.compose_process import ComposeProcess, fork_available
+    from newsletter.store import Claimed
+
+    settings = load_settings(environ=ENV)
+    rendered = Renderer(settings).render(load_issue(SAMPLE_ISSUE))
+    composer = Composer(settings)
+    readers = [*READERS.values(), Recipient(3, "dot@example.com", ".Dot", {"city": ".\n.x"})]
+    here = [composer.compose(rendered, reader, 7, 11 + n) for n, reader in enumerate(readers)]
+    rows = [Claimed(11 + n, r.id, r.email, r.name, r.attributes, r.token) for n, r in enumerate(readers)]
+    if fork_available():
+        process = ComposeProcess(composer, rendered, 7)
+        try:
+            there = list(process.compose(rows))
+        finally:
+            process.close()
+    else:
+        there = [pickle.loads(pickle.dumps(message.for_wire())) for message in here]
+    for mine, theirs in zip(here, there, strict=True):
+        assert theirs.as_wire() == mine.as_wire()
+        assert theirs.as_bytes() == mine.as_bytes()
+        assert theirs.smtp_envelope() == mine.smtp_envelope()
+        assert (theirs.delivery_id, theirs.message_id, theirs.envelope_from) == (
+            mine.delivery_id,
+            mine.message_id,
+            mine.envelope_from,
+        )
+    for sample in (b".a\r\n.b\r\n..c\r\nd.\r\n", b"a\r\n", b".", b"", b"..\r\n...\r\n"):
+        assert message_module._dot_unstuffed(message_module._dot_stuffed(sample)) == sample

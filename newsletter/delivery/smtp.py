@@ -118,10 +118,8 @@ class _Connection:
     def _envelope_pipelined(self, client: smtplib.SMTP, message: Message) -> Result | None:
         """MAIL, RCPT and DATA in one write, then their three replies (RFC 2920): one round
         trip instead of three. None when the server is ready for the message."""
-        client.send(
-            f"MAIL FROM:{smtplib.quoteaddr(message.envelope_from)}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(message.to_email)}\r\nDATA\r\n"
-        )
+        sender, recipient = message.smtp_envelope()
+        client.send(f"MAIL FROM:{sender}\r\nRCPT TO:{recipient}\r\nDATA\r\n")
         mail, rcpt, data = client.getreply(), client.getreply(), client.getreply()
         if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
             client.send(b".\r\n")  # a server that opened DATA anyway: end it empty
