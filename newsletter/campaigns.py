@@ -359,21 +359,27 @@ class Sender:
         compose process where there is one, else on a helper thread while the adapter waits
         for the server's replies. Whatever goes wrong building one reader's message
         (personalisation, an address, signing) fails that delivery alone."""
+        if self._compose_process is not None:
+            yield from self._record_failures(claimed, self._compose_process.compose(claimed), campaign_id, keeper)
+            return
         with ThreadPoolExecutor(1, thread_name_prefix="compose") as helper:
-            if self._compose_process is not None:
-                answers: Iterator[Message | str] = self._compose_process.compose(claimed)
-            else:
-                answers = helper.map(lambda row: compose_row(self.composer, rendered, campaign_id, row), claimed)
-            for row, built in zip(claimed, answers, strict=True):
-                if isinstance(built, str):
-                    failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
-                    with keeper.lock:
-                        self.store.record(
-                            permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
-                        )
-                        keeper.pending.discard(row.delivery_id)
-                    continue
-                yield built
+            answers = helper.map(lambda row: compose_row(self.composer, rendered, campaign_id, row), claimed)
+            yield from self._record_failures(claimed, answers, campaign_id, keeper)
+
+    def _record_failures(
+        self, claimed: list[Claimed], answers: Iterator[Message | str], campaign_id: int, keeper: ClaimKeeper
+    ) -> Iterator[Message]:
+        """The messages built; a reader whose message could not be built fails alone, now."""
+        for row, built in zip(claimed, answers, strict=True):
+            if isinstance(built, str):
+                failed = Message(row.email, row.name, "", "", "", "", "", "", {}, delivery_id=row.delivery_id)
+                with keeper.lock:
+                    self.store.record(
+                        permanent(failed, redact_addresses(built), bounce=False), campaign_id, self.worker, 1, 0
+                    )
+                    keeper.pending.discard(row.delivery_id)
+                continue
+            yield built
 
     def _start_compose_process(self, rendered: RenderedIssue, campaign_id: int) -> None:
         """Fork the compose process for an adapter that sends bytes (SMTP), once the issue
