@@ -4,15 +4,16 @@
     python benchmarks/profile_send.py --recipients 5000 --pool 1
     python benchmarks/profile_send.py --recipients 5000 --workers-postgres postgresql+psycopg://postgres@127.0.0.1/test
 
-py-spy samples every thread of the process (the compose helper and the SMTP pool threads
-included) without slowing it much. Each sample is charged to the innermost stage found in
-its stack:
+py-spy samples every thread of the process (the SMTP pool threads included) and of its
+Python children (the compose process `send` forks for SMTP) without slowing them much.
+Each sample is charged to the innermost stage found in its stack:
 
 - socket: smtplib and the socket calls under it (sending the bytes, waiting for replies);
 - database: SQLAlchemy, the DB driver and store.py (claims, the per-message commit);
 - serialise: building the MIME bytes (header encoding, quoted-printable, DKIM);
 - compose: personalising (slot values, escaping, signed links, the Message object);
-- threads: handing work between threads (queues, futures, locks);
+- threads: handing work between threads (queues, futures, locks) and between the
+  processes (the compose process's pipe: pickling, reading, writing);
 - start-up: imports, lint, render + CSS inlining once per issue, enqueue.
 
 Samples are of threads that are not idle: running Python or C code, or waiting for the
@@ -52,7 +53,7 @@ RULES = [
             "build (newsletter/campaigns.py",
         ),
     ),
-    ("threads", ("threading.py", "queue.py", "concurrent/futures")),
+    ("threads", ("threading.py", "queue.py", "concurrent/futures", "multiprocessing/connection.py")),
 ]
 SENDING = ("Sender.run", "run (newsletter/campaigns.py", "_loop (newsletter/worker.py")
 
@@ -88,7 +89,9 @@ def report(title: str, busy: Counter, rate: int, count: int) -> None:
 
 def profile(command: list[str], env: dict[str, str], cwd: Path, rate: int, out: Path) -> None:
     subprocess.run(
-        ["py-spy", "record", "--threads", "--format", "raw", "--rate", str(rate), "-o", str(out), "--"] + command,
+        ["py-spy", "record", "--threads", "--subprocesses", "--format", "raw", "--rate", str(rate), "-o", str(out)]
+        + ["--"]
+        + command,
         env=env,
         cwd=cwd,
         check=True,

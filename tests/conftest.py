@@ -93,6 +93,19 @@ def postgres_url():
         yield url
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache_folder(tmp_path_factory):
+    """Contrast measurements are remembered in the user's cache folder: the suite keeps
+    its own (one per test process), so it neither reads nor fills the developer's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     return initialised(f"sqlite:///{tmp_path / 'subscribers.db'}")

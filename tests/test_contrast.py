@@ -172,3 +172,32 @@ def test_send_refuses_low_contrast_like_a_lint_error(tmp_path, workdir, monkeypa
     assert "[contrast]" in result.stderr and "--force" in result.stderr
     result = CliRunner().invoke(main, [*send, "--force"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.browser
+@NEEDS_CHROMIUM
+def test_a_measurement_is_remembered_across_runs_until_the_message_changes(tmp_path, workdir, monkeypatch):
+    """`send` after `lint --contrast` (a new process) does not launch Chromium again for the
+    same message; a changed message is measured afresh, and its failure still found."""
+    import newsletter.contrast
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    launches = []
+    launch = newsletter.contrast.with_browser
+    monkeypatch.setattr(newsletter.contrast, "with_browser", lambda work: launches.append(1) or launch(work))
+    path = write_issue(workdir, "A paragraph only the remembering test renders.\n")
+    lint = ["lint", str(path), "--contrast"]
+    assert CliRunner().invoke(main, lint).exit_code == 0
+    assert len(launches) == 1
+    newsletter.contrast._CACHE.clear()  # what a new process remembers: only the disk
+    assert CliRunner().invoke(main, lint).exit_code == 0
+    assert len(launches) == 1
+
+    light_css = (".button { display: inline-block;", ".button { color: #f0d0c8 !important; display: inline-block;")
+    monkeypatch.setenv("NEWSLETTER_TEMPLATES_DIR", str(templates_with(tmp_path, *light_css)))
+    newsletter.contrast._CACHE.clear()
+    result = CliRunner().invoke(main, ["lint", str(SAMPLE_ISSUE), "--contrast"])  # it has a button
+    assert len(launches) == 2
+    assert result.exit_code == 1 and "#f0d0c8" in result.stdout and "[contrast]" in result.stdout
