@@ -196,7 +196,8 @@ class Sender:
         self._stop = stop or threading.Event()
         self.late = 0  # answers this sender learned after losing the claim
         self._recorder: Recorder | None = None
-        self._prefetched: tuple[int, str] | None = None  # (delivery, its check) from the last record
+        self._prechecked: dict[int, str] = {}  # delivery -> its check, run in an earlier record's commit
+        self._last_taken: int | None = None  # the latest delivery handed to the adapter
         self.claims_lost = 0  # batches stopped because their claim had passed to another worker
         self._compose_process: ComposeProcess | None = None
 
@@ -281,7 +282,8 @@ class Sender:
         pending = {row.delivery_id for row in claimed}
         order = [row.delivery_id for row in claimed]
         position = {delivery_id: index for index, delivery_id in enumerate(order)}
-        self._prefetched = None
+        self._prechecked.clear()
+        self._last_taken = None
         with ClaimKeeper(self.store, self.worker, pending, self.settings.claim_lease / 3) as keeper:
 
             def record(result: Result) -> None:
@@ -296,12 +298,10 @@ class Sender:
                 with keeper.lock:
                     marked = False
                     if result.accepted and delivery_id is not None:
-                        following = (
-                            None if self.adapter.parallel else _next_pending(order, position, pending, delivery_id)
-                        )
+                        following = self._to_check_next(order, position, pending, delivery_id)
                         marked, verdict = self._recorder.mark_sent(delivery_id, result.provider_id, following)
-                        if marked and verdict is not None:
-                            self._prefetched = (following, verdict)
+                        if marked and verdict is not None and following is not None:
+                            self._prechecked[following] = verdict
                     if not marked and not self.store.record(
                         result, campaign_id, self.worker, self.settings.max_attempts, self.settings.retry_base_delay
                     ):
@@ -324,6 +324,7 @@ class Sender:
         for message in messages:
             if self.stop_requested:
                 return
+            self._last_taken = message.delivery_id
             verdict = LOST if keeper.lost.is_set() else self._verdict(message.delivery_id)
             if verdict == SEND:
                 yield message
@@ -337,12 +338,27 @@ class Sender:
             else:  # HALTED: cancelled or paused
                 return
 
+    def _to_check_next(
+        self, order: list[int], position: dict[int, int], pending: set[int], recorded: int
+    ) -> int | None:
+        """The delivery whose check rides in the commit that records `recorded`: on one
+        connection the one after it, which that connection sends next; on several, the next
+        one still to be taken (the first connection to come free takes it), unless another
+        connection's commit already checked it."""
+        if not self.adapter.parallel:
+            return _next_pending(order, position, pending, recorded)
+        following = (
+            _next_pending(order, position, pending, self._last_taken) if self._last_taken is not None else order[0]
+        )
+        return None if following is None or following in self._prechecked else following
+
     def _verdict(self, delivery_id: int) -> str:
-        """check_before_send, taken from the previous message's commit when it came along."""
-        prefetched, self._prefetched = self._prefetched, None
-        if prefetched is not None and prefetched[0] == delivery_id:
-            return prefetched[1]
-        return self._recorder.check(delivery_id)
+        """check_before_send, taken from an earlier commit of this batch when it came along
+        (the previous message's on this connection, or on a pool any connection's last)."""
+        verdict = self._prechecked.pop(delivery_id, None)
+        if not self.adapter.parallel:
+            self._prechecked.clear()  # one connection: only the message right after may use one
+        return verdict if verdict is not None else self._recorder.check(delivery_id)
 
     def _lost_claim(self, message: Message) -> None:
         self.claims_lost += 1
