@@ -105,7 +105,7 @@ class ComposeProcess:
             self._process.join(1.0)
             raise DeliveryError(
                 f"the process composing the messages stopped (exit code {self._process.exitcode})",
-                hint="see the log above; no message it composed was left unrecorded",
+                hint="it was killed or ran out of memory; every message sent so far is recorded",
             ) from None
 
     def _drain(self) -> None:
