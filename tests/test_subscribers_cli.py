@@ -268,3 +268,45 @@ def test_duplicates_in_later_batches_name_the_first_line(cli, tmp_path, monkeypa
         for line, first in ((6, 2), (7, 3), (8, 4), (9, 5)):
             assert f"{path}:{line}: duplicate of line {first}" in result.stderr
     assert statuses(cli) == {"old@example.com": "active", "a@example.com": "active", "b@example.com": "active"}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_tags_survive_migration_0007_and_leave_with_their_subscriber(tmp_path, kind):
+    """0007 rebuilds (SQLite) or loosens (PostgreSQL) subscriber_tags: existing tags stay,
+    and forgetting a person still removes their tags, now through the ORM's cascade."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from newsletter.db import _alembic_config, make_engine
+    from newsletter.subscribers import SubscriberList
+
+    from .conftest import _POSTGRES, drop_postgres_schema, postgres_schema_url
+
+    schema = None
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    elif not _POSTGRES:
+        pytest.skip("PostgreSQL is not reachable")
+    else:
+        url, schema = postgres_schema_url()
+    try:
+        engine = make_engine(url)
+        command.upgrade(_alembic_config(engine), "0006")
+        db = Database(url, check_schema=False)
+        people = SubscriberList(db, cli_secret())
+        people.add("ana@example.com", tags=["monthly", "patients"])
+        people.add("ben@example.com", tags=["monthly"])
+        command.upgrade(_alembic_config(engine), "head")
+        assert people.show("ana@example.com")["tags"] == ["monthly", "patients"]
+        people.forget("ben@example.com")
+        people.add("cy@example.com", tags=["caregivers"])
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT tag FROM subscriber_tags ORDER BY tag")).scalars().all()
+        assert rows == ["caregivers", "monthly", "patients"]
+        command.downgrade(_alembic_config(engine), "0006")
+        assert people.show("ana@example.com")["tags"] == ["monthly", "patients"]
+        db.dispose()
+        engine.dispose()
+    finally:
+        if schema:
+            drop_postgres_schema(schema)
