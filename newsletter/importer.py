@@ -491,8 +491,10 @@ EVENT_COLUMNS = ("subscriber_id", "at", "kind", "old_status", "new_status", "sou
 CREATED_EVENTS = "SELECT id, created_at, 'created', '', status, ?, '' FROM subscribers WHERE id"
 
 # A parsed row as it travels from the parsing process: plain tuples pickle twice as fast
-# as objects. `values` is the new subscriber's row in SUBSCRIBER_COLUMNS order.
-Parsed = tuple[int, str, tuple, frozenset[str], str | None]  # line, text, values, tags, status in the file
+# as objects. `values` is the new subscriber's row in SUBSCRIBER_COLUMNS order; `prepared`
+# is what the writer makes of it ahead of time (BulkWriter.prepare).
+# (line, text, values, tags, status in the file, prepared)
+Parsed = tuple[int, str, tuple, frozenset[str], str | None, Any]
 
 
 @dataclass
@@ -615,8 +617,15 @@ class BulkWriter:
     def _select_in(self, sql: str, values: list[str]) -> list[tuple]:
         raise NotImplementedError
 
-    def insert_subscribers(self, values: list[tuple]) -> list[int]:
-        """Insert rows of SUBSCRIBER_COLUMNS; return their ids in the same order."""
+    def prepare(self, values: tuple) -> Any:
+        """Work on a new subscriber's values that the parsing process can do ahead of time."""
+        return None
+
+    def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
+        """Insert the rows' values (SUBSCRIBER_COLUMNS); return their ids in the same order."""
+        raise NotImplementedError
+
+    def insert_tags(self, ids: list[int], rows: list[Parsed]) -> None:
         raise NotImplementedError
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
@@ -644,8 +653,9 @@ class SqliteWriter(BulkWriter):
             found.extend(cursor.fetchall())
         return found
 
-    def insert_subscribers(self, values: list[tuple]) -> list[int]:
-        self.insert_rows("subscribers", SUBSCRIBER_COLUMNS, values)
+    def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
+        values = [row[2] for row in rows]
+        self._insert_subscribers(values)
         cursor = self.dbapi.cursor()
         last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
         first = last - len(values) + 1
@@ -657,6 +667,24 @@ class SqliteWriter(BulkWriter):
             return list(range(first, last + 1))
         ids = dict(self._select_in("SELECT email_key, id FROM subscribers WHERE email_key", keys))
         return [ids[key] for key in keys]
+
+    def _insert_subscribers(self, values: list[tuple]) -> None:
+        """executemany binds every value of every row: when a batch's rows differ only in
+        address, name and link value (the usual file), the rest goes in as SQL literals."""
+        shared = values[0][3:12]
+        if all(row[3:12] == shared for row in values) and all(_sqlite_literal_safe(v) for v in shared):
+            literals = ", ".join(_sqlite_literal(value) for value in shared)
+            sql = f"INSERT INTO subscribers ({', '.join(SUBSCRIBER_COLUMNS)}) VALUES (?, ?, ?, {literals}, ?)"
+            self.dbapi.cursor().executemany(sql, [(row[0], row[1], row[2], row[12]) for row in values])
+        else:
+            self.insert_rows("subscribers", SUBSCRIBER_COLUMNS, values)
+
+    def insert_tags(self, ids: list[int], rows: list[Parsed]) -> None:
+        self.insert_rows(
+            "subscriber_tags",
+            ("subscriber_id", "tag"),
+            [(subscriber_id, tag) for subscriber_id, row in zip(ids, rows, strict=True) for tag in row[3]],
+        )
 
     def insert_created_events(self, ids: list[int], source: str) -> None:
         if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: one range scan of the primary key
@@ -703,21 +731,50 @@ class PostgresWriter(BulkWriter):
         else:
             self.dbapi.cursor().execute(f"{select} = ANY(%s)", (source, ids))
 
-    def insert_subscribers(self, values: list[tuple]) -> list[int]:
+    def prepare(self, values: tuple) -> str:
+        """The row as a line of COPY text, all but the id, so the writer only joins strings."""
+        return "\t".join([_copy_field(value) for value in values]) + "\n"
+
+    def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
         cursor = self.dbapi.cursor()
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('subscribers', 'id')) FROM generate_series(1, %s)", (len(values),)
+            "SELECT nextval(pg_get_serial_sequence('subscribers', 'id')) FROM generate_series(1, %s)", (len(rows),)
         )
         ids = [subscriber_id for (subscriber_id,) in cursor.fetchall()]
-        self.insert_rows(
-            "subscribers", ("id", *SUBSCRIBER_COLUMNS), ((i, *v) for i, v in zip(ids, values, strict=True))
-        )
+        text = "".join([f"{i}\t{row[5]}" for i, row in zip(ids, rows, strict=True)])
+        self._copy("subscribers", ("id", *SUBSCRIBER_COLUMNS), text)
         return ids
+
+    def insert_tags(self, ids: list[int], rows: list[Parsed]) -> None:
+        text = "".join([f"{i}\t{_copy_field(tag)}\n" for i, row in zip(ids, rows, strict=True) for tag in row[3]])
+        self._copy("subscriber_tags", ("subscriber_id", "tag"), text)
+
+    def _copy(self, table: str, columns: tuple[str, ...], text: str) -> None:
+        with self.dbapi.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            copy.write(text)
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
         with self.dbapi.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    """A value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    return (value if isinstance(value, str) else str(value)).translate(_COPY_ESCAPES)
+
+
+def _sqlite_literal_safe(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and "\x00" not in value)
+
+
+def _sqlite_literal(value: str | None) -> str:
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def make_writer(session: Session) -> BulkWriter:
@@ -884,7 +941,7 @@ class Importer:
                 stored_now if status == "unsubscribed" else None,
                 tokens[index * width : (index + 1) * width],
             )
-            ready.append((row.line, row.text, values, row.tags, row.status))
+            ready.append((row.line, row.text, values, row.tags, row.status, writer.prepare(values)))
         return ready
 
     def _write_batch(
@@ -982,7 +1039,7 @@ class Importer:
 
     def _merge(self, session: Session, subscriber: Subscriber, row: Parsed) -> bool:
         """Update name, tags, attributes; status may only move towards a final status."""
-        _line, _text, values, tags, status = row
+        _line, _text, values, tags, status, _prepared = row
         changed = False
         name = values[2]
         if name and name != subscriber.name:
@@ -1004,12 +1061,8 @@ class Importer:
     def _insert(self, writer: BulkWriter, rows: list[Parsed]) -> list[int]:
         if not rows:
             return []
-        ids = writer.insert_subscribers([row[2] for row in rows])
-        writer.insert_rows(
-            SubscriberTag.__tablename__,
-            ("subscriber_id", "tag"),
-            [(subscriber_id, tag) for subscriber_id, row in zip(ids, rows, strict=True) for tag in row[3]],
-        )
+        ids = writer.insert_subscribers(rows)
+        writer.insert_tags(ids, rows)
         writer.insert_created_events(ids, self.source)
         return ids
 

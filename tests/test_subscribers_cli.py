@@ -310,3 +310,19 @@ def test_tags_survive_migration_0007_and_leave_with_their_subscriber(tmp_path, k
     finally:
         if schema:
             drop_postgres_schema(schema)
+
+
+def test_import_stores_special_characters_exactly(cli, tmp_path):
+    """Bulk writes put values in SQL literals (SQLite) and COPY text (PostgreSQL): quotes,
+    backslashes, tabs and COPY's own null marker come back as they were in the file."""
+    path = write_csv(
+        tmp_path / "o'brien's list.csv",
+        'email,name,tags,city\nq@example.com,"O\'Brien \\\\N back\\\\slash",a:b;c d,"\\\\N\ttab"\n',
+    )
+    assert "added 1," in cli("subscribers", "import", path).stdout
+    shown = json.loads(cli("subscribers", "show", "q@example.com").stdout)
+    assert shown["name"] == "O'Brien \\\\N back\\\\slash"
+    assert shown["attributes"] == {"city": "\\\\N tab"}  # control characters become spaces, as before
+    assert shown["tags"] == ["a:b", "c d"]
+    assert shown["consent_source"] == "import:o'brien's list.csv"
+    assert shown["events"][0]["source"] == "import:o'brien's list.csv"
