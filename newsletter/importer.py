@@ -706,6 +706,7 @@ class PostgresWriter(BulkWriter):
     def __init__(self, session: Session):
         super().__init__(session)
         self.batches = 0
+        self._shared_text: dict[tuple, str] = {}
 
     def analyze_as_tables_grow(self) -> None:
         """Autovacuum never analyses a temporary table: without statistics the planner
@@ -731,9 +732,24 @@ class PostgresWriter(BulkWriter):
         else:
             self.dbapi.cursor().execute(f"{select} = ANY(%s)", (source, ids))
 
+    def time(self, value: datetime | None) -> str | None:
+        # Text, as COPY takes it: a datetime object would be formatted once per column
+        # per row and pickle slowly on its way from the parsing process.
+        return value.astimezone(UTC).isoformat(sep=" ") if value is not None else None
+
     def prepare(self, values: tuple) -> str:
-        """The row as a line of COPY text, all but the id, so the writer only joins strings."""
-        return "\t".join([_copy_field(value) for value in values]) + "\n"
+        """The row as a line of COPY text, all but the id, so the writer only joins strings.
+
+        Rows of a file mostly share every value but address, name and link value: that
+        shared part is formatted once."""
+        shared = values[3:12]
+        text = self._shared_text.get(shared)
+        if text is None:
+            if len(self._shared_text) > 1000:  # a file with per-row consent data: keep memory flat
+                self._shared_text.clear()
+            text = self._shared_text[shared] = "\t".join([_copy_field(value) for value in shared])
+        # values[12], the link value, is hexadecimal: nothing to escape.
+        return f"{_copy_field(values[0])}\t{_copy_field(values[1])}\t{_copy_field(values[2])}\t{text}\t{values[12]}\n"
 
     def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
         cursor = self.dbapi.cursor()
