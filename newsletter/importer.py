@@ -36,8 +36,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -282,9 +280,15 @@ _PLAIN_ADDRESS = re.compile(
     r"([A-Za-z0-9_'+=-]+(?:\.[A-Za-z0-9_'+=-]+)*)"
     r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}))\Z"
 )
-# Every special-use name ends in one of these labels, so a different TLD cannot match any.
-_SPECIAL_USE_TLDS = frozenset(name.rsplit(".", 1)[-1] for name in SPECIAL_USE_DOMAIN_NAMES)
-_CASE_INSENSITIVE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+# email-validator's own lists, copied so that an import need not load it for plain
+# addresses (tests/test_import_formats.py checks that they still match): every
+# special-use domain name ends in one of these labels, so a different TLD cannot match
+# any; and the RFC 2142 role mailboxes it lower-cases.
+_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+_CASE_INSENSITIVE_MAILBOXES = frozenset(
+    {"abuse", "ftp", "hostmaster", "info", "marketing", "news", "noc", "postmaster", "sales", "security"}
+    | {"support", "usenet", "uucp", "webmaster", "www"}
+)
 
 
 def _plain_address(candidate: str) -> tuple[str, str] | None:
