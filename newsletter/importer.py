@@ -30,6 +30,7 @@ import threading
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -978,10 +979,15 @@ class Importer:
                 batches = self._batches(source, parser, counter, writer)
                 # Parsing runs ahead of writing: in a child process on large files (two
                 # cores, no shared GIL), else on a thread.
-                for batch in (read_in_child if in_child else read_ahead)(batches):
-                    if progress and batch.bytes_read:
-                        progress(batch.bytes_read)
-                    self._write_batch(session, writer, batch, report, rejects)
+                with interrupts_between_batches() as interrupted:
+                    for batch in (read_in_child if in_child else read_ahead)(batches):
+                        if progress and batch.bytes_read:
+                            progress(batch.bytes_read)
+                        if interrupted():
+                            raise KeyboardInterrupt
+                        self._write_batch(session, writer, batch, report, rejects)
+                        if interrupted():
+                            raise KeyboardInterrupt
             except KeyboardInterrupt:
                 session.rollback()
                 report.interrupted = True
@@ -1166,6 +1172,34 @@ class Importer:
         return ids
 
 
+@contextmanager
+def interrupts_between_batches() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C lets the batch being written finish and stops before the next one, so the
+    report names exactly the lines saved (an interrupt landing between a commit and its
+    bookkeeping could not). A second Ctrl-C interrupts at once, e.g. a batch waiting for a
+    locked database. Only the main thread can handle signals; elsewhere, and where SIGINT
+    is ignored or handled by someone else, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield lambda: False
+        return
+    requested: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
@@ -1178,7 +1212,7 @@ def read_in_child(items: Iterator[Any]) -> Iterator[Any]:
     Ctrl-C is this process's to handle: the child ignores it and is ended here."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_send_all, args=(items, sender), name="import-parser", daemon=True)
+    child = context.Process(target=_send_all, args=(items, sender, receiver), name="import-parser", daemon=True)
     child.start()
     sender.close()
     try:
@@ -1199,8 +1233,10 @@ def read_in_child(items: Iterator[Any]) -> Iterator[Any]:
         child.join()
 
 
-def _send_all(items: Iterator[Any], sender: Connection) -> None:
+def _send_all(items: Iterator[Any], sender: Connection, receiver: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The writer's end, inherited: closed, so that a send fails once the writer is gone.
+    receiver.close()
     try:
         for item in items:
             sender.send(("item", item))
