@@ -15,8 +15,11 @@ database (a new SQLite file; a new schema on PostgreSQL):
 - old (with --old-importer REF): the same command with the package as of git REF.
 
 The generated file is `email,name,tags` (two tags per row), as issue 12 specifies. Figures:
-wall-clock rows/s of the whole command, CPU seconds of the child (user + system: less
-sensitive to other load on a shared machine) and its peak RSS (ru_maxrss).
+wall-clock rows/s of the whole command; CPU seconds (user + system: less sensitive to
+other load on a shared machine) of the command with every process it started ("cpu s"),
+of the importing process alone ("writer s": the critical path, since large files are
+parsed in a second process) and of the PostgreSQL backend serving it ("server s", read
+from /proc: the server must run on this machine); the importing process's peak RSS.
 """
 
 from __future__ import annotations
