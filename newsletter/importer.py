@@ -2,16 +2,19 @@
 
 One pass over the file: rows are read and written in batches of BATCH_ROWS, one
 transaction per batch, so a crash or Ctrl-C leaves every batch either fully written or not
-at all, and memory stays flat whatever the file size. Duplicates within the file are found
-through a temporary table, not an in-memory set, for the same reason.
+at all, and memory stays flat whatever the file size. A duplicate within the file is found
+through the subscribers table's own unique index plus 4 bytes per added row (LinesById),
+or a temporary table for the few rows that add nobody, never an in-memory set of addresses.
 
-Speed (docs/performance.md): new subscribers, their tags and "created" events are written
-with one executemany per table per batch on SQLite and with COPY on PostgreSQL; a plain
-ASCII address is checked by a strict pattern whose every match email-validator accepts
+Speed (docs/performance.md): large files are parsed in a forked child process while this
+one writes (read_in_child); new subscribers, their tags and "created" events are written
+with a few statements per batch on SQLite and with COPY on PostgreSQL; a plain ASCII
+address is checked by a strict pattern whose every match email-validator accepts
 unchanged (tests/test_import_formats.py proves the agreement on a corpus), every other
 address goes to email-validator, which stays the judge.
 
-The file's encoding and delimiter are detected (or given): see `detect_format`.
+The file's encoding and delimiter are detected (or given): see `detect_encoding` and
+`detect_delimiter`.
 """
 
 from __future__ import annotations
