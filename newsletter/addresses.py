@@ -9,8 +9,6 @@ from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
 from .errors import DataError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
@@ -29,6 +27,10 @@ def normalize_email(raw: str) -> tuple[str, str]:
     candidate = (raw or "").strip()
     if not candidate:
         raise DataError("email address is empty")
+    # Imported here: a bulk import asks email-validator only about the addresses its
+    # strict pattern declines (importer.import_address), often none.
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:
