@@ -77,10 +77,32 @@ def test_init_is_idempotent_and_writes_a_secret(workdir, monkeypatch):
     assert (workdir / "subscribers.db").exists()
 
 
+def test_schema_check_agrees_with_alembic(workdir):
+    """Commands read the schema revision without importing alembic: the file-name rule
+    (revision "0006" is 0006_*.py, the newest file the head) must match alembic's graph."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from newsletter.db import MIGRATIONS, current_revision, make_engine, upgrade
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    assert head_revision() == script.get_current_head()
+    for revision in script.walk_revisions():
+        assert revision.module.__file__.rpartition("/")[2].startswith(f"{revision.revision}_")
+    engine = make_engine(f"sqlite:///{workdir / 'schema.db'}")
+    assert current_revision(engine) is None
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert current_revision(engine) == MigrationContext.configure(connection).get_current_revision()
+    assert current_revision(engine) == head_revision()
+
+
 def test_commands_before_init_say_what_to_do(workdir):
-    result = CliRunner().invoke(main, ["subscribers", "list"])
-    assert result.exit_code == 1
-    assert "not initialised" in result.stderr and "newsletter init" in result.stderr
+    for command in (["subscribers", "list"], ["campaigns", "list"], ["subscribers", "add", "a@example.com"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, command
+        assert "not initialised" in result.stderr and "newsletter init" in result.stderr
+    assert not (workdir / "subscribers.db").exists()  # no stray empty database left behind
 
 
 def test_missing_secret_key_is_a_clear_error(workdir, monkeypatch, sqlite_url):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -18,22 +17,6 @@ def inbox() -> None:
     """Apply bounces, complaints and mailto unsubscribes from the feedback mailbox."""
 
 
-def _require_database(app: App) -> None:
-    """Refuse before SQLite creates an empty file where no database was initialised."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from ..errors import DataError
-
-    try:
-        url = make_url(app.settings.database_url)
-    except ArgumentError:
-        return  # Database() says what is wrong with it
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not url.database.startswith("file:") and not Path(url.database).exists():
-            raise DataError(f"the database is not initialised (no file {url.database})", hint="run: newsletter init")
-
-
 @inbox.command("check")
 @click.option("--url", help="Mailbox to read instead of the inbox_url setting.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -44,7 +27,6 @@ def inbox_check(app: App, url: str | None, fmt: str) -> None:
 
     if url:
         app.override(inbox_url=url)
-    _require_database(app)
     report = Inbox(app.settings, app.db).check()
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), indent=2))
@@ -67,7 +49,6 @@ def inbox_process(app: App, recipients: tuple[str, ...]) -> None:
     # Any failure, a missing database included, asks the MTA to keep the message and retry
     # rather than bounce the bounce: once the setup is fixed, nothing was lost.
     try:
-        _require_database(app)
         report = Inbox(app.settings, app.db).process(raw, recipients)
     except NewsletterError as exc:
         click.echo(f"Error: {exc}", err=True)
