@@ -26,24 +26,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
 from .addresses import redact_addresses
-from .chromium import chromium_available
 from .config import Settings
-from .content import Issue, load_issue
-from .contrast import check_issue_contrast, contrast_findings
 from .delivery import PERMANENT, TRANSIENT, UNKNOWN, Adapter, Result, make_adapter
 from .delivery.base import permanent
 from .errors import ContentError, DataError, DeliveryError, NewsletterError
-from .lint import Linter
 from .message import Message, MessageBuilder
 from .models import Campaign, utcnow
 from .render import Recipient, RenderedIssue, Renderer
-from .review import require_sign_off
 from .store import LEFT, LOST, SEND, CampaignStore, Claimed, Recorder, Summary, worker_id
 from .tokens import Tokens
+
+if TYPE_CHECKING:
+    from .content import Issue
 
 log = logging.getLogger("newsletter.campaigns")
 
@@ -420,6 +419,12 @@ class Campaigns:
 
     def prepare(self, issue_path: Path, force: bool = False) -> tuple[Issue, RenderedIssue]:
         """Lint (refusing on errors unless forced) and render the issue once."""
+        # Loaded here: a worker sends rendered snapshots and needs none of lint, contrast or Chromium.
+        from .chromium import chromium_available
+        from .content import load_issue
+        from .contrast import check_issue_contrast, contrast_findings
+        from .lint import Linter
+
         linter = Linter(self.settings)
         findings = linter.lint(issue_path)
         if not force and chromium_available():  # `lint --contrast`, wherever a browser can measure it
@@ -510,6 +515,8 @@ class Campaigns:
             self.describe_adapter(adapter)  # ConfigError; the postal address too
         else:
             self._require_postal_address(adapter)
+        from .review import require_sign_off
+
         require_sign_off(rendered, adapter)  # nor without a clinician's sign-off of this version
         campaign, count = self.store.create(
             rendered, segment or [], adapter, self.settings.rate if rate is None else rate, scheduled_at, repeat
