@@ -224,6 +224,7 @@ class Sender:
         self._recorder = self.store.recorder(self.worker, self.settings.synchronous_commit)
         try:
             with self.adapter:
+                idle = 0  # waits in a row with nothing to claim
                 while not self.stop_requested:
                     if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
                         break
@@ -234,8 +235,10 @@ class Sender:
                             self.store.set_status(campaign_id, "done")
                             break
                         self.store.release_dead_claims(campaign_id)
-                        self._wait_until(next_try)
+                        self._wait_until(next_try, idle)
+                        idle += 1
                         continue
+                    idle = 0
                     if rate:
                         self._pace(campaign_id, len(claimed), rate)
                         if self.stop_requested:
@@ -382,9 +385,12 @@ class Sender:
         start = self.store.reserve_send_slots(campaign_id, count, rate, time.time())
         self._stop.wait(max(0.0, start - time.time()))
 
-    def _wait_until(self, moment: datetime | None) -> None:
+    def _wait_until(self, moment: datetime | None, idle: int = 0) -> None:
+        """Wait for the next try, looking again sooner at first: the queue's last deliveries
+        are usually claimed by other workers about to finish them, so a worker told to exit
+        when idle notices the end within 50-100 ms instead of a whole second."""
         delay = (moment - utcnow()).total_seconds() if moment else 1.0
-        self._stop.wait(min(max(delay, 0.05), 1.0))
+        self._stop.wait(min(max(delay, 0.05), 0.05 * 2 ** min(idle, 5), 1.0))
 
 
 @dataclass

@@ -9,6 +9,7 @@ campaign (`late_results`, each one possibly a second copy), never recorded as a 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -33,6 +34,8 @@ log = logging.getLogger("newsletter.campaigns")
 
 OPEN_STATUSES = ("scheduled", "running", "paused")
 RECEIVED = ("sent", "unknown")  # the reader has (or may have) the issue
+# Claims near the end of a queue (CampaignStore._fair_share).
+SHARE_WAYS, SHARE_FLOOR = 4, 20
 LATE_NOTE = "answered after this worker's claim had lapsed; nobody else had taken it"
 
 # What check_before_send answers.
@@ -395,19 +398,17 @@ class CampaignStore:
         """Take up to `size` due deliveries for `worker`; skip readers who left meanwhile."""
         now = utcnow()
         with self.db.session() as session:
-            query = (
-                select(Delivery.id, Delivery.subscriber_id)
-                .where(
-                    Delivery.campaign_id == campaign_id,
-                    Delivery.status == "queued",
-                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                    or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-                )
-                .order_by(Delivery.id)
-                .limit(size)
+            claimable = (
+                Delivery.campaign_id == campaign_id,
+                Delivery.status == "queued",
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
             )
+            query = select(Delivery.id, Delivery.subscriber_id).where(*claimable).order_by(Delivery.id)
             if self.db.dialect == "postgresql":
+                size = self._fair_share(session, claimable, size)
                 query = query.with_for_update(skip_locked=True)
+            query = query.limit(size)
             candidates = session.execute(query).all()
             if not candidates:
                 return []
@@ -462,6 +463,18 @@ class CampaignStore:
                     )
                 )
             return claimed
+
+    @staticmethod
+    def _fair_share(session: Any, claimable: tuple[Any, ...], size: int) -> int:
+        """Workers share a queue's tail: once fewer than SHARE_WAYS batches are left, a
+        claim takes 1/SHARE_WAYS of what is left (at least SHARE_FLOOR), so the last
+        deliveries spread over every worker instead of one finishing a whole batch alone
+        while the others wait. Counting stops at SHARE_WAYS batches: cheap on any queue."""
+        window = select(Delivery.id).where(*claimable).limit(SHARE_WAYS * size).subquery()
+        left = session.scalar(select(func.count()).select_from(window))
+        if left >= SHARE_WAYS * size:
+            return size
+        return max(min(size, SHARE_FLOOR), math.ceil(left / SHARE_WAYS))
 
     def renew(self, delivery_ids: list[int], worker: str) -> int:
         """Extend this worker's claim on deliveries it is still sending (a slow batch must
