@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import smtplib
 import socket
@@ -194,6 +195,7 @@ def workers(port: int, count: int, processes: int, base_url: str, workdir: Path,
         newsletter(["init"], env, workdir)
         newsletter(["subscribers", "import", "people.csv"], env, workdir)
         newsletter(["send", str(workdir / ISSUE.name), "--yes", "--queue"], env, workdir)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         running = [
             subprocess.Popen(
@@ -208,12 +210,29 @@ def workers(port: int, count: int, processes: int, base_url: str, workdir: Path,
         for process in running:
             process.wait()
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        WORKER_CPU.append((processes, durable, cpu))
         shown = newsletter(["campaigns", "show", "1"], env, workdir).stdout
         if f"sent {count}," not in shown:
             raise SystemExit(f"{processes} worker(s) did not send {count}:\n{shown}")
         return elapsed
     finally:
         drop()
+
+
+WORKER_CPU: list[tuple[int, bool, float]] = []  # (processes, synchronous_commit, CPU seconds of the workers)
+
+
+def worker_cpu(count: int) -> None:
+    """The worker rows' own CPU (user + system of the worker processes, start-up included):
+    on a shared machine a steadier figure than their wall clock."""
+    for processes, durable, cpu in WORKER_CPU:
+        durability = ", synchronous_commit = on" if durable else ""
+        print(
+            f"- {processes} worker process(es){durability}: {cpu:.2f} CPU s in all, "
+            f"{cpu / count * 1e6:,.0f} us per message"
+        )
 
 
 def table(title: str, rows: list[tuple[str, float, float]], count: int) -> None:
@@ -284,6 +303,9 @@ def main() -> None:
             sink.kill()
             sink.wait()
         table("smtp-sink (Postfix, C)", rows, count)
+        if WORKER_CPU:
+            print("\nCPU of the worker processes (start-up included; the database server's and the sink's not):\n")
+            worker_cpu(count)
         if args.no_aiosmtpd:
             return
         sink, port = start_aiosmtpd_sink()
