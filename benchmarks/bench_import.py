@@ -15,8 +15,11 @@ database (a new SQLite file; a new schema on PostgreSQL):
 - old (with --old-importer REF): the same command with the package as of git REF.
 
 The generated file is `email,name,tags` (two tags per row), as issue 12 specifies. Figures:
-wall-clock rows/s of the whole command, CPU seconds of the child (user + system: less
-sensitive to other load on a shared machine) and its peak RSS (ru_maxrss).
+wall-clock rows/s of the whole command; CPU seconds (user + system: less sensitive to
+other load on a shared machine) of the command with every process it started ("cpu s"),
+of the importing process alone ("writer s": the critical path, since large files are
+parsed in a second process) and of the PostgreSQL backend serving it ("server s", read
+from /proc: the server must run on this machine); the importing process's peak RSS.
 """
 
 from __future__ import annotations
@@ -58,6 +61,17 @@ with open(sys.argv[1], newline="", encoding="utf-8") as handle:
     connection.commit()
 """
 
+# CPU seconds a PostgreSQL backend has used so far (the server runs on this machine).
+BACKEND_CPU = """
+import os
+def backend_cpu(pid):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+"""
+
 RAW_POSTGRES = """
 import csv, secrets, sys
 from datetime import datetime, timezone
@@ -80,16 +94,37 @@ with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as con
                 else:
                     done = True
             connection.commit()
+    print("SERVERCPU", backend_cpu(connection.info.backend_pid), file=sys.stderr)
 """
 
-IMPORT = """
+RAW_POSTGRES = BACKEND_CPU + RAW_POSTGRES
+
+IMPORT = (
+    BACKEND_CPU
+    + """
 import resource, sys
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 from newsletter.cli import main
+
+server = {}
+
+def remember(dbapi_connection, _record):
+    pid = getattr(getattr(dbapi_connection, "info", None), "backend_pid", None)
+    if pid:  # PostgreSQL: read the backend's CPU each time the connection goes back to the pool
+        server[pid] = max(server.get(pid, 0.0), backend_cpu(pid))
+
+event.listen(Pool, "checkin", remember)
+event.listen(Pool, "close", remember)
 try:
     main(["subscribers", "import", sys.argv[1]])
 finally:
-    print("MAXRSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print("MAXRSS", usage.ru_maxrss, file=sys.stderr)
+    print("SELFCPU", usage.ru_utime + usage.ru_stime, file=sys.stderr)
+    print("SERVERCPU", sum(server.values()), file=sys.stderr)
 """
+)
 
 
 def generate(path: Path, rows: int) -> None:
@@ -158,11 +193,19 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command[:3])} failed: {result.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    rss = float("nan")  # reported by the importing process itself
-    if "MAXRSS" in result.stderr:
-        rss = int(result.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024
+    reported = {}  # by the importing process itself
+    for name in ("MAXRSS", "SELFCPU", "SERVERCPU"):
+        if name in result.stderr:
+            reported[name] = float(result.stderr.rsplit(name, 1)[1].split()[0])
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    return {"wall": wall, "cpu": cpu, "rss": rss, "summary": summary}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "writer_cpu": reported.get("SELFCPU", cpu),
+        "server_cpu": reported.get("SERVERCPU", float("nan")),
+        "rss": reported["MAXRSS"] / 1024 if "MAXRSS" in reported else float("nan"),
+        "summary": summary,
+    }
 
 
 def measure(kind: str, what: str, rows: int, csv_path: Path, db: Database, pythonpath: Path) -> dict:
@@ -207,7 +250,7 @@ def main() -> None:
         old = old_package(args.old_importer, workdir) if args.old_importer else None
         print(
             f"{'database':<11} {'what':<7} {'rows':>9} {'wall s':>7} {'rows/s':>8} "
-            f"{'cpu s':>7} {'rows/cpu s':>10} {'RSS MB':>7}"
+            f"{'cpu s':>7} {'rows/cpu s':>10} {'writer s':>8} {'server s':>8} {'RSS MB':>7}"
         )
         results = []
         for rows in args.rows:
@@ -223,7 +266,8 @@ def main() -> None:
                     results.append(r)
                     print(
                         f"{kind:<11} {what:<7} {rows:>9} {r['wall']:>7.2f} {rows / r['wall']:>8.0f} "
-                        f"{r['cpu']:>7.2f} {rows / r['cpu']:>10.0f} {r['rss']:>7.1f}",
+                        f"{r['cpu']:>7.2f} {rows / r['cpu']:>10.0f} {r['writer_cpu']:>8.2f} {r['server_cpu']:>8.2f} "
+                        f"{r['rss']:>7.1f}",
                         flush=True,
                     )
             csv_path.unlink()

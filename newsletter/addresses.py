@@ -30,6 +30,10 @@ def normalize_email(raw: str) -> tuple[str, str]:
     candidate = (raw or "").strip()
     if not candidate:
         raise DataError("email address is empty")
+    # Imported here: a bulk import asks email-validator only about the addresses its
+    # strict pattern declines (importer.import_address), often none.
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(candidate, check_deliverability=False)
     except EmailNotValidError as exc:

@@ -2,16 +2,19 @@
 
 One pass over the file: rows are read and written in batches of BATCH_ROWS, one
 transaction per batch, so a crash or Ctrl-C leaves every batch either fully written or not
-at all, and memory stays flat whatever the file size. Duplicates within the file are found
-through a temporary table, not an in-memory set, for the same reason.
+at all, and memory stays flat whatever the file size. A duplicate within the file is found
+through the subscribers table's own unique index plus 4 bytes per added row (LinesById),
+or a temporary table for the few rows that add nobody, never an in-memory set of addresses.
 
-Speed (docs/performance.md): new subscribers, their tags and "created" events are written
-with one executemany per table per batch on SQLite and with COPY on PostgreSQL; a plain
-ASCII address is checked by a strict pattern whose every match email-validator accepts
+Speed (docs/performance.md): large files are parsed in a forked child process while this
+one writes (read_in_child); new subscribers, their tags and "created" events are written
+with a few statements per batch on SQLite and with COPY on PostgreSQL; a plain ASCII
+address is checked by a strict pattern whose every match email-validator accepts
 unchanged (tests/test_import_formats.py proves the agreement on a corpus), every other
 address goes to email-validator, which stays the judge.
 
-The file's encoding and delimiter are detected (or given): see `detect_format`.
+The file's encoding and delimiter are detected (or given): see `detect_encoding` and
+`detect_delimiter`.
 """
 
 from __future__ import annotations
@@ -20,28 +23,39 @@ import codecs
 import csv
 import io
 import json
+import multiprocessing
+import os
 import queue
 import re
+import signal
+import sqlite3
 import threading
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .addresses import clean_attributes, clean_tag, clean_text, normalize_email, suppression_hash
 from .errors import DataError
-from .models import FINAL_STATUSES, Subscriber, SubscriberTag, new_subscriber_token, utcnow
+from .models import FINAL_STATUSES, Subscriber, SubscriberTag, utcnow
 from .subscribers import SubscriberList, change_status
 
 BATCH_ROWS = 2000
 SHOWN_REJECTS = 20  # kept in memory for the report; the rejects file gets all of them
 SAMPLE_BYTES = 1 << 20  # read to detect the encoding
+# Files at least this large are parsed in a child process (see read_in_child); smaller
+# ones on a thread, where starting a process would cost more than it saves.
+PARSE_IN_CHILD_BYTES = 1 << 20
+DEFAULT_WAL_AUTOCHECKPOINT = 1000  # pages: SQLite's default, restored after an import
+TOKEN_BYTES = 10  # random bytes of a subscriber's link value, as models.new_subscriber_token
 csv.field_size_limit(1_000_000)
 
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -270,9 +284,15 @@ _PLAIN_ADDRESS = re.compile(
     r"([A-Za-z0-9_'+=-]+(?:\.[A-Za-z0-9_'+=-]+)*)"
     r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}))\Z"
 )
-# Every special-use name ends in one of these labels, so a different TLD cannot match any.
-_SPECIAL_USE_TLDS = frozenset(name.rsplit(".", 1)[-1] for name in SPECIAL_USE_DOMAIN_NAMES)
-_CASE_INSENSITIVE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+# email-validator's own lists, copied so that an import need not load it for plain
+# addresses (tests/test_import_formats.py checks that they still match): every
+# special-use domain name ends in one of these labels, so a different TLD cannot match
+# any; and the RFC 2142 role mailboxes it lower-cases.
+_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+_CASE_INSENSITIVE_MAILBOXES = frozenset(
+    {"abuse", "ftp", "hostmaster", "info", "marketing", "news", "noc", "postmaster", "sales", "security"}
+    | {"support", "usenet", "uucp", "webmaster", "www"}
+)
 
 
 def _plain_address(candidate: str) -> tuple[str, str] | None:
@@ -475,11 +495,73 @@ SUBSCRIBER_COLUMNS = (
     "created_at",
     "confirmed_at",
     "unsubscribed_at",
+    "token",  # the random link value (tokens.py): raw SQL skips the model's default
 )
-# New rows also get their random link value (tokens.py): raw SQL skips the model's default.
-NEW_SUBSCRIBER_COLUMNS = (*SUBSCRIBER_COLUMNS, "token")
 EVENT_COLUMNS = ("subscriber_id", "at", "kind", "old_status", "new_status", "source", "reason")
 CREATED_EVENTS = "SELECT id, created_at, 'created', '', status, ?, '' FROM subscribers WHERE id"
+
+# A parsed row as it travels from the parsing process: plain tuples pickle twice as fast
+# as objects. `values` is the new subscriber's row in SUBSCRIBER_COLUMNS order; `prepared`
+# is what the writer makes of it ahead of time (BulkWriter.prepare).
+# (line, text, values, tags, status in the file, prepared)
+Parsed = tuple[int, str, tuple, frozenset[str], str | None, Any]
+
+
+@dataclass
+class Batch:
+    """BATCH_ROWS parsed rows, the rejects among them, and the bytes read to get them."""
+
+    rows: list[Parsed]
+    rejects: list[tuple[int, str, str]]  # line, reason, text
+    last_line: int
+    bytes_read: int = 0
+
+
+class ByteCounter:
+    """Bytes read so far, handed over with each batch (the progress bar runs in the writer)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, count: int) -> None:
+        self.count += count
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+class LinesById:
+    """The line each subscriber added by this import came from, by id: 4 bytes a row.
+
+    A later row with the same address finds the earlier one through the subscribers table's
+    own unique index, so duplicates need no table of their own. Ids are taken in runs
+    (consecutive within a batch, and usually across batches): one array per run."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.lines: list[array] = []
+
+    def add(self, ids: list[int], lines: list[int]) -> None:
+        start = 0
+        for index in range(1, len(ids) + 1):
+            if index == len(ids) or ids[index] != ids[index - 1] + 1:
+                self._add_run(ids[start], lines[start:index])
+                start = index
+
+    def _add_run(self, first_id: int, lines: list[int]) -> None:
+        if self.starts and self.starts[-1] + len(self.lines[-1]) == first_id:
+            self.lines[-1].extend(lines)
+        else:
+            self.starts.append(first_id)
+            self.lines.append(array("I", lines))
+
+    def get(self, subscriber_id: int) -> int | None:
+        run = bisect_right(self.starts, subscriber_id) - 1
+        if run < 0:
+            return None
+        offset = subscriber_id - self.starts[run]
+        return self.lines[run][offset] if offset < len(self.lines[run]) else None
 
 
 class BulkWriter:
@@ -492,6 +574,7 @@ class BulkWriter:
         # Store datetimes exactly as the ORM would (SQLite keeps them as text). JSON is
         # json.dumps, the engine's serializer (db.make_engine sets no other).
         self._time = Subscriber.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self.seen_rows = 0  # rows in the seen-table (see Importer._check_batch)
 
     @property
     def dbapi(self) -> Any:
@@ -520,16 +603,23 @@ class BulkWriter:
         except Exception:  # the connection may already be gone after an interrupt
             self.session.rollback()
 
+    def record_seen(self, pairs: list[tuple[str, int]]) -> None:
+        if pairs:
+            self.insert_rows("import_seen", ("email_key", "line"), pairs)
+            self.seen_rows += len(pairs)
+
     def has_suppressions(self) -> bool:
         cursor = self.dbapi.cursor()
         cursor.execute("SELECT 1 FROM suppressions LIMIT 1")
         return cursor.fetchone() is not None
 
     def seen_lines(self, keys: list[str]) -> dict[str, int]:
+        if not self.seen_rows or not keys:
+            return {}
         return dict(self._select_in("SELECT email_key, line FROM import_seen WHERE email_key", keys))
 
-    def existing_keys(self, keys: list[str]) -> set[str]:
-        return {key for (key,) in self._select_in("SELECT email_key FROM subscribers WHERE email_key", keys)}
+    def existing_ids(self, keys: list[str]) -> dict[str, int]:
+        return dict(self._select_in("SELECT email_key, id FROM subscribers WHERE email_key", keys)) if keys else {}
 
     def suppressed(self, hashes: list[str]) -> set[str]:
         return {h for (h,) in self._select_in("SELECT address_hash FROM suppressions WHERE address_hash", hashes)}
@@ -537,8 +627,15 @@ class BulkWriter:
     def _select_in(self, sql: str, values: list[str]) -> list[tuple]:
         raise NotImplementedError
 
-    def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
-        """Insert rows of SUBSCRIBER_COLUMNS; return their ids in the same order."""
+    def prepare(self, values: tuple) -> Any:
+        """Work on a new subscriber's values that the parsing process can do ahead of time."""
+        return None
+
+    def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
+        """Insert the rows' values (SUBSCRIBER_COLUMNS); return their ids in the same order."""
+        raise NotImplementedError
+
+    def insert_tags(self, ids: list[int], rows: list[Parsed]) -> None:
         raise NotImplementedError
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
@@ -548,12 +645,59 @@ class BulkWriter:
         """A "created" event for each new subscriber, copied from its row inside the database."""
         raise NotImplementedError
 
-    def analyze_as_tables_grow(self) -> None:
-        """Keep the planner's statistics current enough for the lookups above (see PostgresWriter)."""
+    def after_commit(self) -> None:
+        """Housekeeping between batches (see the subclasses)."""
+
+    def finish(self) -> None:
+        """After the last batch, even an interrupted one."""
+
+
+class Checkpointer:
+    """Copies the WAL back into an SQLite database file on a second connection, on a thread.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages: a
+    sixth of an import's writing time, on the writer's path. Here the writer's commits
+    only wake this thread, whose PASSIVE checkpoints never block the writer (SQLite
+    releases the GIL while it copies pages). The thread starts at the first commit: by
+    then any parsing process has been forked."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    def poke(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="import-checkpoint", daemon=True)
+            self.thread.start()
+        self.wake.set()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            connection.execute("PRAGMA busy_timeout=1000")
+            while True:
+                self.wake.wait()
+                self.wake.clear()
+                if self.stopping:
+                    return
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # the writer's connection checkpoints when it closes
+            return
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join()
 
 
 class SqliteWriter(BulkWriter):
     CHUNK = 500  # bound parameters per IN (...), well under every SQLite build's limit
+    checkpointer: Checkpointer | None = None
     # One b-tree instead of a table plus its primary-key index.
     SEEN_TABLE = BulkWriter.SEEN_TABLE + " WITHOUT ROWID"
 
@@ -566,21 +710,76 @@ class SqliteWriter(BulkWriter):
             found.extend(cursor.fetchall())
         return found
 
-    def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
-        self.insert_rows("subscribers", NEW_SUBSCRIBER_COLUMNS, [(*row, new_subscriber_token()) for row in values])
+    def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
+        values = [row[2] for row in rows]
+        self._insert_subscribers(values)
         cursor = self.dbapi.cursor()
         last = cursor.execute("SELECT last_insert_rowid()").fetchone()[0]
         first = last - len(values) + 1
         # SQLite has one writer at a time and gives each new row the next rowid, so our rows
         # took consecutive ids: true exactly when the first and last rows sit at both ends.
         ends = dict(cursor.execute("SELECT id, email_key FROM subscribers WHERE id IN (?, ?)", (first, last)))
+        keys = [row[1] for row in values]
         if ends.get(first) == keys[0] and ends.get(last) == keys[-1]:
             return list(range(first, last + 1))
         ids = dict(self._select_in("SELECT email_key, id FROM subscribers WHERE email_key", keys))
         return [ids[key] for key in keys]
 
+    def _insert_subscribers(self, values: list[tuple]) -> None:
+        """executemany binds every value of every row: when a batch's rows differ only in
+        address, name and link value (the usual file), the rest goes in as SQL literals."""
+        shared = values[0][3:12]
+        if all(row[3:12] == shared for row in values) and all(_sqlite_literal_safe(v) for v in shared):
+            literals = ", ".join(_sqlite_literal(value) for value in shared)
+            sql = f"INSERT INTO subscribers ({', '.join(SUBSCRIBER_COLUMNS)}) VALUES (?, ?, ?, {literals}, ?)"
+            self.dbapi.cursor().executemany(sql, [(row[0], row[1], row[2], row[12]) for row in values])
+        else:
+            self.insert_rows("subscribers", SUBSCRIBER_COLUMNS, values)
+
+    def insert_tags(self, ids: list[int], rows: list[Parsed]) -> None:
+        """One statement per distinct tag, its ids as one JSON array that SQLite reads
+        itself: a third cheaper than binding two values for every tag row."""
+        ids_by_tag: dict[str, list[int]] = {}
+        for subscriber_id, row in zip(ids, rows, strict=True):
+            for tag in row[3]:
+                ids_by_tag.setdefault(tag, []).append(subscriber_id)
+        cursor = self.dbapi.cursor()
+        for tag, tagged in ids_by_tag.items():
+            cursor.execute(
+                "INSERT INTO subscriber_tags (subscriber_id, tag) SELECT value, ? FROM json_each(?)",
+                (tag, json.dumps(tagged)),
+            )
+
+    def create_seen(self) -> None:
+        super().create_seen()
+        # The import's commits only append to the WAL; copying it back into the database
+        # file (a checkpoint) runs on a thread of its own (see Checkpointer).
+        path = self.session.get_bind().engine.url.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            self.dbapi.execute("PRAGMA wal_autocheckpoint=0")
+            self.checkpointer = Checkpointer(path)
+
+    def after_commit(self) -> None:
+        if self.checkpointer:
+            self.checkpointer.poke()
+
+    def finish(self) -> None:
+        if self.checkpointer:
+            self.checkpointer.close()
+            self.checkpointer = None
+            try:
+                self.dbapi.execute(f"PRAGMA wal_autocheckpoint={DEFAULT_WAL_AUTOCHECKPOINT}")
+            except Exception:  # the connection may already be gone after an interrupt
+                pass
+
     def insert_created_events(self, ids: list[int], source: str) -> None:
-        self._select_in(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS}", ids, (source,))
+        if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: one range scan of the primary key
+            self.dbapi.cursor().execute(
+                f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS} BETWEEN ? AND ?",
+                (source, ids[0], ids[-1]),
+            )
+        else:
+            self._select_in(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS}", ids, (source,))
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -593,16 +792,19 @@ class PostgresWriter(BulkWriter):
     def __init__(self, session: Session):
         super().__init__(session)
         self.batches = 0
+        self._shared_text: dict[tuple, str] = {}
 
-    def analyze_as_tables_grow(self) -> None:
-        """Autovacuum never analyses a temporary table, and reaches a table filled in one
-        import late: without statistics the planner reads the whole seen-table for every
-        batch's lookup (quadratic). Analyse after batch 1, 2, 4, 8, ...: a few times in all."""
+    def after_commit(self) -> None:
+        """Autovacuum never analyses a temporary table: without statistics the planner
+        may read the whole seen-table for every batch's lookup (quadratic). Analyse it
+        after batch 1, 2, 4, 8, ... in which it holds rows: a few times in all. The
+        subscribers table needs none: its lookup is by a unique index, which the planner
+        prefers whatever the statistics say (measured at 1,000,000 rows)."""
+        if not self.seen_rows:
+            return
         self.batches += 1
         if self.batches & (self.batches - 1) == 0:
-            cursor = self.dbapi.cursor()
-            cursor.execute("ANALYZE import_seen")
-            cursor.execute("ANALYZE subscribers")
+            self.dbapi.cursor().execute("ANALYZE import_seen")
 
     def _select_in(self, sql: str, values: list[str]) -> list[tuple]:
         cursor = self.dbapi.cursor()
@@ -610,26 +812,71 @@ class PostgresWriter(BulkWriter):
         return cursor.fetchall()
 
     def insert_created_events(self, ids: list[int], source: str) -> None:
-        sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS.replace('?', '%s')} = ANY(%s)"
-        self.dbapi.cursor().execute(sql, (source, ids))
+        select = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) {CREATED_EVENTS.replace('?', '%s')}"
+        if ids[-1] - ids[0] == len(ids) - 1:  # consecutive: one range scan of the primary key
+            self.dbapi.cursor().execute(f"{select} BETWEEN %s AND %s", (source, ids[0], ids[-1]))
+        else:
+            self.dbapi.cursor().execute(f"{select} = ANY(%s)", (source, ids))
 
-    def insert_subscribers(self, values: list[tuple], keys: list[str]) -> list[int]:
+    def time(self, value: datetime | None) -> str | None:
+        # Text, as COPY takes it: a datetime object would be formatted once per column
+        # per row and pickle slowly on its way from the parsing process.
+        return value.astimezone(UTC).isoformat(sep=" ") if value is not None else None
+
+    def prepare(self, values: tuple) -> str:
+        """The row as a line of COPY text, all but the id, so the writer only joins strings.
+
+        Rows of a file mostly share every value but address, name and link value: that
+        shared part is formatted once."""
+        shared = values[3:12]
+        text = self._shared_text.get(shared)
+        if text is None:
+            if len(self._shared_text) > 1000:  # a file with per-row consent data: keep memory flat
+                self._shared_text.clear()
+            text = self._shared_text[shared] = "\t".join([_copy_field(value) for value in shared])
+        # values[12], the link value, is hexadecimal: nothing to escape.
+        return f"{_copy_field(values[0])}\t{_copy_field(values[1])}\t{_copy_field(values[2])}\t{text}\t{values[12]}\n"
+
+    def insert_subscribers(self, rows: list[Parsed]) -> list[int]:
         cursor = self.dbapi.cursor()
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('subscribers', 'id')) FROM generate_series(1, %s)", (len(values),)
+            "SELECT nextval(pg_get_serial_sequence('subscribers', 'id')) FROM generate_series(1, %s)", (len(rows),)
         )
         ids = [subscriber_id for (subscriber_id,) in cursor.fetchall()]
-        self.insert_rows(
-            "subscribers",
-            ("id", *NEW_SUBSCRIBER_COLUMNS),
-            ((i, *v, new_subscriber_token()) for i, v in zip(ids, values, strict=True)),
-        )
+        text = "".join([f"{i}\t{row[5]}" for i, row in zip(ids, rows, strict=True)])
+        self._copy("subscribers", ("id", *SUBSCRIBER_COLUMNS), text)
         return ids
+
+    def insert_tags(self, ids: list[int], rows: list[Parsed]) -> None:
+        text = "".join([f"{i}\t{_copy_field(tag)}\n" for i, row in zip(ids, rows, strict=True) for tag in row[3]])
+        self._copy("subscriber_tags", ("subscriber_id", "tag"), text)
+
+    def _copy(self, table: str, columns: tuple[str, ...], text: str) -> None:
+        with self.dbapi.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            copy.write(text)
 
     def insert_rows(self, table: str, columns: tuple[str, ...], rows: Iterable[tuple]) -> None:
         with self.dbapi.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    """A value in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    return (value if isinstance(value, str) else str(value)).translate(_COPY_ESCAPES)
+
+
+def _sqlite_literal_safe(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and "\x00" not in value)
+
+
+def _sqlite_literal(value: str | None) -> str:
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def make_writer(session: Session) -> BulkWriter:
@@ -664,6 +911,7 @@ class Importer:
         self.source = source[:40]  # the events.source column's width
         self.encoding = check_encoding(encoding) if encoding else None
         self.delimiter = delimiter
+        self.added_lines = LinesById()
 
     def run(
         self,
@@ -690,8 +938,9 @@ class Importer:
                 sample = raw.read(SAMPLE_BYTES)
                 raw.seek(0)
                 encoding, encoding_source = detect_encoding(sample, whole_file=len(sample) < SAMPLE_BYTES)
+            counter = ByteCounter()
             stream = io.TextIOWrapper(
-                io.BufferedReader(_CountingReader(raw, progress), 1 << 16),
+                io.BufferedReader(_CountingReader(raw, counter), 1 << 16),
                 encoding=encoding,
                 errors="surrogateescape",
                 newline="",
@@ -705,86 +954,127 @@ class Importer:
             report.format = FileFormat(encoding, encoding_source, source.delimiter, source.delimiter_source)
             parser = RowParser(ColumnMap(source.header, source.delimiter), self.default_tags, encoding)
             rejects_file = RejectsFile(rejects_path, source, encoding) if rejects_path else None
+            in_child = _can_fork() and Path(path).stat().st_size >= PARSE_IN_CHILD_BYTES
             try:
-                self._run(source, parser, report, rejects_file)
+                self._run(source, parser, counter, report, rejects_file, progress, in_child)
             finally:
                 if rejects_file:
                     rejects_file.close()
                     report.rejects_written = report.rejected if rejects_file.handle else 0
         return report
 
-    def _run(self, source: CsvSource, parser: RowParser, report: ImportReport, rejects: RejectsFile | None) -> None:
+    def _run(
+        self,
+        source: CsvSource,
+        parser: RowParser,
+        counter: ByteCounter,
+        report: ImportReport,
+        rejects: RejectsFile | None,
+        progress: Callable[[int], None] | None,
+        in_child: bool,
+    ) -> None:
         # One connection for the whole run: the temporary seen-table lives on it.
         with self.db.engine.connect() as connection:
             session = Session(bind=connection, expire_on_commit=False)
             writer = make_writer(session)
             try:
                 writer.create_seen()
-                for batch in read_ahead(self._batches(source, parser)):
-                    self._write_batch(session, writer, batch, report, rejects)
+                batches = self._batches(source, parser, counter, writer)
+                # Parsing runs ahead of writing: in a child process on large files (two
+                # cores, no shared GIL), else on a thread.
+                with interrupts_between_batches() as interrupted:
+                    for batch in (read_in_child if in_child else read_ahead)(batches):
+                        if progress and batch.bytes_read:
+                            progress(batch.bytes_read)
+                        if interrupted():
+                            raise KeyboardInterrupt
+                        self._write_batch(session, writer, batch, report, rejects)
+                        if interrupted():
+                            raise KeyboardInterrupt
             except KeyboardInterrupt:
                 session.rollback()
                 report.interrupted = True
             finally:
+                writer.finish()
                 writer.drop_seen()
                 session.close()
 
-    def _batches(self, source: CsvSource, parser: RowParser) -> Iterator[list[Row | Reject]]:
+    def _batches(
+        self, source: CsvSource, parser: RowParser, counter: ByteCounter, writer: BulkWriter
+    ) -> Iterator[Batch]:
         """The file's records in line order, parsed, BATCH_ROWS rows (plus their rejects) at a time."""
-        batch: list[Row | Reject] = []
-        rows = 0
+        rows: list[Row] = []
+        rejects: list[tuple[int, str, str]] = []
+        line = 0
         for line, values, text, error in source.records():
             if error is not None:
-                batch.append(Reject(line, error, text))
+                rejects.append((line, error, text))
                 continue
             if not "".join(values).strip():  # a blank line, or only empty fields
                 continue
             try:
-                batch.append(parser.parse(values, line, text))
+                rows.append(parser.parse(values, line, text))
             except DataError as exc:
-                batch.append(Reject(line, str(exc), text))
+                rejects.append((line, str(exc), text))
                 continue
-            rows += 1
-            if rows >= BATCH_ROWS:
-                yield batch
-                batch, rows = [], 0
-        if batch:
-            yield batch
+            if len(rows) >= BATCH_ROWS:
+                yield Batch(self._ready(rows, writer), rejects, line, counter.take())
+                rows, rejects = [], []
+        if rows or rejects:
+            yield Batch(self._ready(rows, writer), rejects, line, counter.take())
+
+    def _ready(self, rows: list[Row], writer: BulkWriter) -> list[Parsed]:
+        """Each row with its new subscriber's values, built while the writer is busy elsewhere."""
+        stored_now = writer.time(utcnow())
+        empty_json = writer.json({})
+        # One system call for the batch's random link values, not one per row.
+        tokens = os.urandom(TOKEN_BYTES * len(rows)).hex()
+        width = 2 * TOKEN_BYTES
+        ready = []
+        for index, row in enumerate(rows):
+            status = row.status or self.default_status
+            consent = row.consent
+            values = (
+                row.email,
+                row.key,
+                row.name or "",
+                status,
+                writer.json(row.attributes) if row.attributes else empty_json,
+                writer.time(consent["consent_at"]) if "consent_at" in consent else stored_now,
+                consent.get("consent_source", self.source),
+                consent.get("consent_ip", ""),
+                consent.get("consent_text", ""),
+                stored_now,
+                stored_now if status == "active" else None,
+                stored_now if status == "unsubscribed" else None,
+                tokens[index * width : (index + 1) * width],
+            )
+            ready.append((row.line, row.text, values, row.tags, row.status, writer.prepare(values)))
+        return ready
 
     def _write_batch(
         self,
         session: Session,
         writer: BulkWriter,
-        batch: list[Row | Reject],
+        batch: Batch,
         report: ImportReport,
         rejects_file: RejectsFile | None,
     ) -> None:
-        rejects = [item for item in batch if isinstance(item, Reject)]
-        rows = self._drop_duplicates(writer, [item for item in batch if isinstance(item, Row)], rejects)
-        kept = rows
-        # Hashing every address costs more than the rest of the row: skip it while the
-        # suppression list is empty (checked in this batch's transaction).
-        if rows and writer.has_suppressions():
-            hashes = [suppression_hash(self.secret_key, row.key) for row in rows]
-            erased = writer.suppressed(hashes)
-            kept = []
-            for row, address_hash in zip(rows, hashes, strict=True):
-                if address_hash in erased:
-                    rejects.append(Reject(row.line, "address was erased on request; not imported", row.text))
-                else:
-                    kept.append(row)
-        existing = writer.existing_keys([row.key for row in kept]) if kept else set()
-        new_rows = [row for row in kept if row.key not in existing]
+        rejects = [Reject(*reject) for reject in batch.rejects]
+        new_rows, existing, seen = self._check_batch(writer, batch.rows, rejects)
         if existing:
-            self._merge_existing(session, [row for row in kept if row.key in existing], report)
-        self._insert(writer, new_rows)
+            self._merge_existing(session, existing, report)
+        ids = self._insert(writer, new_rows)
         report.added += len(new_rows)
         if self.dry_run:
             session.rollback()  # discard the batch; the seen-table below still records it
-        writer.insert_rows("import_seen", ("email_key", "line"), ((row.key, row.line) for row in rows))
+            seen.extend((row[2][1], row[0]) for row in new_rows)
+        elif ids:
+            self.added_lines.add(ids, [row[0] for row in new_rows])
+        writer.record_seen(seen)
         session.commit()
-        writer.analyze_as_tables_grow()
-        report.committed_through = batch[-1].line
+        writer.after_commit()
+        report.committed_through = batch.last_line
         rejects.sort(key=lambda reject: reject.line)
         for reject in rejects:
             report.rejected += 1
@@ -793,83 +1083,174 @@ class Importer:
             if rejects_file:
                 rejects_file.write(reject)
 
-    def _drop_duplicates(self, writer: BulkWriter, batch: list[Row], rejects: list[Reject]) -> list[Row]:
-        first_line = writer.seen_lines(list({row.key for row in batch})) if batch else {}
-        unique: list[Row] = []
-        for row in batch:
-            if row.key in first_line:
-                rejects.append(Reject(row.line, f"duplicate of line {first_line[row.key]}", row.text))
-                continue
-            first_line[row.key] = row.line
-            unique.append(row)
-        return unique
+    def _check_batch(
+        self, writer: BulkWriter, batch: list[Parsed], rejects: list[Reject]
+    ) -> tuple[list[Parsed], list[Parsed], list[tuple[str, int]]]:
+        """(new rows, rows of existing subscribers, (key, line) for the seen-table); the
+        duplicates and erased addresses go to `rejects`.
 
-    def _merge_existing(self, session: Session, rows: list[Row], report: ImportReport) -> None:
+        A duplicate names the first line of its address. Earlier in this batch: a dict. In
+        an earlier batch: rows this import added are found by the subscribers table's own
+        index and `added_lines`; rows that matched an existing subscriber, were erased, or
+        were not written (dry run) are kept in the seen-table."""
+        first_line: dict[str, int] = {}
+        unique: list[Parsed] = []
+        for row in batch:
+            key = row[2][1]
+            first = first_line.setdefault(key, row[0])
+            if first != row[0]:
+                rejects.append(Reject(row[0], f"duplicate of line {first}", row[1]))
+            else:
+                unique.append(row)
+        found = writer.existing_ids(list(first_line))
+        earlier = {key: line for key, subscriber_id in found.items() if (line := self.added_lines.get(subscriber_id))}
+        earlier.update(writer.seen_lines([key for key in first_line if key not in earlier]))
+        rows = []
+        for row in unique:
+            if row[2][1] in earlier:
+                rejects.append(Reject(row[0], f"duplicate of line {earlier[row[2][1]]}", row[1]))
+            else:
+                rows.append(row)
+        seen: list[tuple[str, int]] = []
+        # Hashing every address costs more than the rest of the row: skip it while the
+        # suppression list is empty (checked in this batch's transaction).
+        if rows and writer.has_suppressions():
+            hashes = [suppression_hash(self.secret_key, row[2][1]) for row in rows]
+            erased = writer.suppressed(hashes)
+            kept = []
+            for row, address_hash in zip(rows, hashes, strict=True):
+                if address_hash in erased:
+                    rejects.append(Reject(row[0], "address was erased on request; not imported", row[1]))
+                    seen.append((row[2][1], row[0]))
+                else:
+                    kept.append(row)
+            rows = kept
+        if not found:
+            return rows, [], seen
+        existing = [row for row in rows if row[2][1] in found]
+        seen.extend((row[2][1], row[0]) for row in existing)
+        return [row for row in rows if row[2][1] not in found], existing, seen
+
+    def _merge_existing(self, session: Session, rows: list[Parsed], report: ImportReport) -> None:
         subscribers = {
             subscriber.email_key: subscriber
             for subscriber in session.scalars(
-                select(Subscriber).where(Subscriber.email_key.in_([row.key for row in rows]))
+                select(Subscriber).where(Subscriber.email_key.in_([row[2][1] for row in rows]))
             )
         }
         for row in rows:
-            if self._merge(session, subscribers[row.key], row):
+            if self._merge(session, subscribers[row[2][1]], row):
                 report.updated += 1
             else:
                 report.unchanged += 1
         session.flush()
 
-    def _merge(self, session: Session, subscriber: Subscriber, row: Row) -> bool:
+    def _merge(self, session: Session, subscriber: Subscriber, row: Parsed) -> bool:
         """Update name, tags, attributes; status may only move towards a final status."""
+        _line, _text, values, tags, status, _prepared = row
         changed = False
-        if row.name and row.name != subscriber.name:
-            subscriber.name = row.name
+        name = values[2]
+        if name and name != subscriber.name:
+            subscriber.name = name
             changed = True
-        missing_tags = row.tags - set(subscriber.tags)
+        missing_tags = tags - set(subscriber.tags)
         for tag in sorted(missing_tags):
             subscriber.tag_rows.append(SubscriberTag(tag=tag))
             changed = True
-        merged = {**(subscriber.attributes or {}), **row.attributes}
+        merged = {**(subscriber.attributes or {}), **json.loads(values[4])}
         if merged != (subscriber.attributes or {}):
             subscriber.attributes = merged
             changed = True
-        if row.status in FINAL_STATUSES and subscriber.status not in FINAL_STATUSES:
-            change_status(session, subscriber, row.status, self.source, "imported status")
+        if status in FINAL_STATUSES and subscriber.status not in FINAL_STATUSES:
+            change_status(session, subscriber, status, self.source, "imported status")
             changed = True
         return changed
 
-    def _insert(self, writer: BulkWriter, rows: list[Row]) -> None:
+    def _insert(self, writer: BulkWriter, rows: list[Parsed]) -> list[int]:
         if not rows:
-            return
-        now = utcnow()
-        stored_now = writer.time(now)
-        empty_json = writer.json({})
-        values = []
-        for row in rows:
-            status = row.status or self.default_status
-            consent = row.consent
-            values.append(
-                (
-                    row.email,
-                    row.key,
-                    row.name or "",
-                    status,
-                    writer.json(row.attributes) if row.attributes else empty_json,
-                    writer.time(consent["consent_at"]) if "consent_at" in consent else stored_now,
-                    consent.get("consent_source", self.source),
-                    consent.get("consent_ip", ""),
-                    consent.get("consent_text", ""),
-                    stored_now,
-                    stored_now if status == "active" else None,
-                    stored_now if status == "unsubscribed" else None,
-                )
-            )
-        ids = writer.insert_subscribers(values, [row.key for row in rows])
-        writer.insert_rows(
-            SubscriberTag.__tablename__,
-            ("subscriber_id", "tag"),
-            ((subscriber_id, tag) for subscriber_id, row in zip(ids, rows, strict=True) for tag in row.tags),
-        )
+            return []
+        ids = writer.insert_subscribers(rows)
+        writer.insert_tags(ids, rows)
         writer.insert_created_events(ids, self.source)
+        return ids
+
+
+@contextmanager
+def interrupts_between_batches() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C lets the batch being written finish and stops before the next one, so the
+    report names exactly the lines saved (an interrupt landing between a commit and its
+    bookkeeping could not). A second Ctrl-C interrupts at once, e.g. a batch waiting for a
+    locked database. Only the main thread can handle signals; elsewhere, and where SIGINT
+    is ignored or handled by someone else, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        yield lambda: False
+        return
+    requested: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def read_in_child(items: Iterator[Any]) -> Iterator[Any]:
+    """Yield from `items`, computed in a forked child process and handed over through a pipe.
+
+    The child parses while this process writes, each on its own core with its own GIL.
+    The pipe holds little, so the child stays about a batch ahead and memory stays flat.
+    Ctrl-C is this process's to handle: the child ignores it and is ended here."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_send_all, args=(items, sender, receiver), name="import-parser", daemon=True)
+    child.start()
+    sender.close()
+    try:
+        while True:
+            try:
+                kind, item = receiver.recv()
+            except EOFError:
+                raise DataError("the process reading the file stopped unexpectedly") from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        receiver.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _send_all(items: Iterator[Any], sender: Connection, receiver: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The writer's end, inherited: closed, so that a send fails once the writer is gone.
+    receiver.close()
+    try:
+        for item in items:
+            sender.send(("item", item))
+        sender.send(("done", None))
+    except BrokenPipeError:  # the writer stopped early
+        return
+    except Exception as error:  # handed to the writer, who decides
+        try:
+            sender.send(("error", error))
+        except Exception:  # not picklable
+            sender.send(("error", DataError(str(error))))
 
 
 class _Raised:

@@ -90,6 +90,7 @@ class Subscriber(Base):
 
     tag_rows: Mapped[list[SubscriberTag]] = relationship(
         back_populates="subscriber",
+        primaryjoin="Subscriber.id == foreign(SubscriberTag.subscriber_id)",
         cascade="all, delete-orphan",
         lazy="selectin",
         order_by="SubscriberTag.tag",
@@ -103,9 +104,13 @@ class Subscriber(Base):
 class SubscriberTag(Base):
     __tablename__ = "subscriber_tags"
 
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key since migration 0007: checking it cost as much as writing the row. Tag
+    # rows are deleted with their subscriber by the delete-orphan cascade above.
+    subscriber_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
-    subscriber: Mapped[Subscriber] = relationship(back_populates="tag_rows")
+    subscriber: Mapped[Subscriber] = relationship(
+        back_populates="tag_rows", primaryjoin="foreign(SubscriberTag.subscriber_id) == Subscriber.id"
+    )
 
 
 class Event(Base):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
@@ -33,7 +33,9 @@ from .models import (
     Suppression,
     utcnow,
 )
-from .tokens import TokenData
+
+if TYPE_CHECKING:  # only for annotations: an import of subscribers need not load cryptography
+    from .tokens import TokenData
 
 # Sources of an unsubscribe the reader did themselves, from a link (undo-able for a while).
 LINK_SOURCES = ("web", "one-click")

@@ -246,6 +246,18 @@ def test_fast_address_check_agrees_with_email_validator():
     assert fast_accepted > 2_100
 
 
+def test_fast_address_check_uses_email_validators_current_lists():
+    """The importer keeps copies of two of email-validator's lists (so that a plain import
+    never loads it): an upgrade of email-validator that changes them fails here."""
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+    from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
+    from newsletter import importer
+
+    assert importer._SPECIAL_USE_TLDS == {name.rsplit(".", 1)[-1] for name in SPECIAL_USE_DOMAIN_NAMES}
+    assert importer._CASE_INSENSITIVE_MAILBOXES == set(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
 def test_greeting_is_on_by_default_and_front_matter_turns_it_off(tmp_path):
     from newsletter.config import load_settings
     from newsletter.content import load_issue

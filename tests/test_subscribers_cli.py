@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+import pytest
 from sqlalchemy import select
 
 from newsletter.db import Database
@@ -204,10 +205,13 @@ def test_forget_erases_personal_data(cli):
     assert "Suppressed (erased): 1" in cli("subscribers", "stats").stdout
 
 
-def test_interrupted_import_leaves_whole_batches_and_resumes(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_child", [False, True], ids=["thread", "child-process"])
+def test_interrupted_import_leaves_whole_batches_and_resumes(cli, tmp_path, monkeypatch, in_child):
     from newsletter import importer as importer_module
 
     monkeypatch.setattr(importer_module, "BATCH_ROWS", 100)
+    # Large files are parsed in a child process, small ones on a thread: run both here.
+    monkeypatch.setattr(importer_module, "PARSE_IN_CHILD_BYTES", 0 if in_child else 1 << 40)
     rows = "".join(f"p{i}@example.com,Person {i}\n" for i in range(1000))
     path = write_csv(tmp_path / "big.csv", "email,name\n" + rows)
     read = {"bytes": 0}
@@ -234,3 +238,91 @@ def cli_secret() -> str:
     from .conftest import SECRET
 
     return SECRET
+
+
+@pytest.mark.parametrize("in_child", [False, True], ids=["thread", "child-process"])
+def test_duplicates_in_later_batches_name_the_first_line(cli, tmp_path, monkeypatch, in_child):
+    from newsletter import importer as importer_module
+
+    monkeypatch.setattr(importer_module, "BATCH_ROWS", 2)
+    monkeypatch.setattr(importer_module, "PARSE_IN_CHILD_BYTES", 0 if in_child else 1 << 40)
+    cli("subscribers", "add", "old@example.com")
+    cli("subscribers", "add", "erased@example.com")
+    cli("subscribers", "forget", "erased@example.com", "--yes")
+    path = write_csv(
+        tmp_path / "list.csv",
+        "email,name\n"
+        "a@example.com,A\n"  # line 2: new
+        "old@example.com,Old\n"  # line 3: an existing subscriber, updated
+        "erased@example.com,E\n"  # line 4: refused
+        "b@example.com,B\n"
+        "A@example.com,again\n"  # line 6: a row this import added, two batches back
+        "old@example.com,again\n"  # line 7: a row that updated an existing subscriber
+        "erased@example.com,again\n"  # line 8
+        "b@example.com,again\n",  # line 9
+    )
+    for dry_run in (("--dry-run",), ()):
+        result = cli("subscribers", "import", path, *dry_run)
+        assert "added 2, updated 1, unchanged 0, rejected 5." in result.stdout
+        assert f"{path}:4: address was erased on request; not imported" in result.stderr
+        for line, first in ((6, 2), (7, 3), (8, 4), (9, 5)):
+            assert f"{path}:{line}: duplicate of line {first}" in result.stderr
+    assert statuses(cli) == {"old@example.com": "active", "a@example.com": "active", "b@example.com": "active"}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_tags_survive_migration_0007_and_leave_with_their_subscriber(tmp_path, kind):
+    """0007 rebuilds (SQLite) or loosens (PostgreSQL) subscriber_tags: existing tags stay,
+    and forgetting a person still removes their tags, now through the ORM's cascade."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from newsletter.db import _alembic_config, make_engine
+    from newsletter.subscribers import SubscriberList
+
+    from .conftest import _POSTGRES, drop_postgres_schema, postgres_schema_url
+
+    schema = None
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    elif not _POSTGRES:
+        pytest.skip("PostgreSQL is not reachable")
+    else:
+        url, schema = postgres_schema_url()
+    try:
+        engine = make_engine(url)
+        command.upgrade(_alembic_config(engine), "0006")
+        db = Database(url, check_schema=False)
+        people = SubscriberList(db, cli_secret())
+        people.add("ana@example.com", tags=["monthly", "patients"])
+        people.add("ben@example.com", tags=["monthly"])
+        command.upgrade(_alembic_config(engine), "head")
+        assert people.show("ana@example.com")["tags"] == ["monthly", "patients"]
+        people.forget("ben@example.com")
+        people.add("cy@example.com", tags=["caregivers"])
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT tag FROM subscriber_tags ORDER BY tag")).scalars().all()
+        assert rows == ["caregivers", "monthly", "patients"]
+        command.downgrade(_alembic_config(engine), "0006")
+        assert people.show("ana@example.com")["tags"] == ["monthly", "patients"]
+        db.dispose()
+        engine.dispose()
+    finally:
+        if schema:
+            drop_postgres_schema(schema)
+
+
+def test_import_stores_special_characters_exactly(cli, tmp_path):
+    """Bulk writes put values in SQL literals (SQLite) and COPY text (PostgreSQL): quotes,
+    backslashes, tabs and COPY's own null marker come back as they were in the file."""
+    path = write_csv(
+        tmp_path / "o'brien's list.csv",
+        'email,name,tags,city\nq@example.com,"O\'Brien \\\\N back\\\\slash",a:b;c d,"\\\\N\ttab"\n',
+    )
+    assert "added 1," in cli("subscribers", "import", path).stdout
+    shown = json.loads(cli("subscribers", "show", "q@example.com").stdout)
+    assert shown["name"] == "O'Brien \\\\N back\\\\slash"
+    assert shown["attributes"] == {"city": "\\\\N tab"}  # control characters become spaces, as before
+    assert shown["tags"] == ["a:b", "c d"]
+    assert shown["consent_source"] == "import:o'brien's list.csv"
+    assert shown["events"][0]["source"] == "import:o'brien's list.csv"
