@@ -24,9 +24,6 @@ def normalize_email(raw: str) -> tuple[str, str]:
     `user@xn--bcher-kva.example` are then the same subscriber. A non-ASCII part before the
     @ is accepted as it is: it is deliverable where the mail server offers SMTPUTF8.
     """
-    # Loaded on first use: it costs a sending worker (which validates nothing) an eighth of its start-up.
-    from email_validator import EmailNotValidError, validate_email
-
     candidate = (raw or "").strip()
     if not candidate:
         raise DataError("email address is empty")
