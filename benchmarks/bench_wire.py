@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import resource
 import shutil
 import smtplib
 import socket
@@ -91,6 +92,17 @@ def start_smtp_sink() -> tuple[subprocess.Popen, int]:
 def start_aiosmtpd_sink() -> tuple[subprocess.Popen, int]:
     sink = subprocess.Popen([sys.executable, AIOSMTPD_SINK], stdout=subprocess.PIPE, text=True)
     return sink, int(sink.stdout.readline())
+
+
+def compile_package() -> None:
+    """Write the package's bytecode, as `pip install` does: where PYTHONDONTWRITEBYTECODE is
+    set (as on the development machine), every command would otherwise compile the modules
+    it imports from source, about a tenth of a worker's start-up."""
+    import compileall
+
+    import newsletter
+
+    compileall.compile_dir(Path(newsletter.__file__).parent, quiet=1)
 
 
 def one_message() -> bytes:
@@ -207,6 +219,7 @@ def workers(port: int, count: int, processes: int, base_url: str, workdir: Path,
         newsletter(["init"], env, workdir)
         newsletter(["subscribers", "import", "people.csv"], env, workdir)
         newsletter(["send", str(workdir / ISSUE.name), "--yes", "--queue"], env, workdir)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         running = [
             subprocess.Popen(
@@ -221,12 +234,29 @@ def workers(port: int, count: int, processes: int, base_url: str, workdir: Path,
         for process in running:
             process.wait()
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        WORKER_CPU.append((processes, durable, cpu))
         shown = newsletter(["campaigns", "show", "1"], env, workdir).stdout
         if f"sent {count}," not in shown:
             raise SystemExit(f"{processes} worker(s) did not send {count}:\n{shown}")
         return elapsed
     finally:
         drop()
+
+
+WORKER_CPU: list[tuple[int, bool, float]] = []  # (processes, synchronous_commit, CPU seconds of the workers)
+
+
+def worker_cpu(count: int) -> None:
+    """The worker rows' own CPU (user + system of the worker processes, start-up included):
+    on a shared machine a steadier figure than their wall clock."""
+    for processes, durable, cpu in WORKER_CPU:
+        durability = ", synchronous_commit = on" if durable else ""
+        print(
+            f"- {processes} worker process(es){durability}: {cpu:.2f} CPU s in all, "
+            f"{cpu / count * 1e6:,.0f} us per message"
+        )
 
 
 def table(title: str, rows: list[tuple[str, float, float]], count: int) -> None:
@@ -256,6 +286,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.recipients
     only = set(args.only or ("raw", "mailmerge", "send", "workers"))
+    compile_package()
     data = one_message()
     print(f"{count:,} recipients, sample issue ({len(data) / 1024:.1f} KB per message), {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,6 +336,9 @@ def main() -> None:
             sink.kill()
             sink.wait()
         table("smtp-sink (Postfix, C)", rows, count)
+        if WORKER_CPU:
+            print("\nCPU of the worker processes (start-up included; the database server's and the sink's not):\n")
+            worker_cpu(count)
         if args.no_aiosmtpd:
             return
         sink, port = start_aiosmtpd_sink()

@@ -16,20 +16,23 @@ subscriber after the CSS has been inlined once.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
-from markdown_it import MarkdownIt
 
 from .errors import ContentError
+
+if TYPE_CHECKING:
+    import yaml
+    from markdown_it import MarkdownIt
 
 BLOCK_KINDS = ("article", "story", "tips", "resources", "cta")
 # Header fields each block accepts before its Markdown body (name: required?).
@@ -67,13 +70,21 @@ SUBSCRIBER_VARIABLE = "subscriber"
 
 
 def markdown() -> MarkdownIt:
+    # Loaded here, not at import: a worker sends a rendered snapshot and never parses Markdown.
+    from markdown_it import MarkdownIt
+
     # Raw HTML is off: staff write Markdown, and nothing pasted can smuggle markup in.
     return MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(
         ["table", "strikethrough", "replacements", "smartquotes"]
     )
 
 
-_MD = markdown()
+@functools.cache
+def shared_markdown() -> MarkdownIt:
+    """The one parser every issue shares (built on first use)."""
+    return markdown()
+
+
 expression_env = SandboxedEnvironment(undefined=StrictUndefined)
 
 
@@ -179,7 +190,7 @@ def parse_issue(source: str, path: Path, problems: list[ContentError] | None = N
     body = lift_expressions(body, body_line, path, nonce, slots, problems)
     blocks = parse_blocks(body, body_line, path, problems)
     for block in blocks:
-        block.html = _MD.render(block.body)
+        block.html = shared_markdown().render(block.body)
     when = front.get("date", "")
     if not isinstance(front.get("greeting", True), bool):
         where = f"{path}:{lines.get('greeting', 1)}"
@@ -279,6 +290,8 @@ def split_front_matter(source: str, path: Path) -> tuple[dict[str, Any], str, in
         raise ContentError(f"{path}:1: missing front matter (start the file with a '---' line)")
     for index in range(1, len(lines)):
         if lines[index].strip() == "---":
+            import yaml  # here, not at import: sending a rendered snapshot reads no YAML
+
             try:
                 front = yaml.safe_load("".join(lines[1:index])) or {}
             except yaml.YAMLError as exc:

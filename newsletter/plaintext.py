@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from markdown_it.token import Token
+from .content import shared_markdown
 
-from .content import _MD
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 WIDTH = 72
 
@@ -72,7 +74,7 @@ def inline_text(children: list[Token], notes: Footnotes) -> str:
 
 def markdown_to_text(source: str, notes: Footnotes, width: int = WIDTH) -> str:
     """Render Markdown as wrapped plain text; link URLs go to `notes`."""
-    tokens = _MD.parse(source)
+    tokens = shared_markdown().parse(source)
     blocks: list[str] = []
     lists: list[dict] = []  # one entry per open list: ordered?, next number
     quote = 0

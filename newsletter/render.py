@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-import premailer
 from jinja2 import (
     Environment,
     FileSystemLoader,
@@ -236,6 +235,8 @@ def markers_inside_tags(document: str, markers: list[str]) -> frozenset[str]:
 
 
 def inline_css(html: str) -> str:
+    import premailer  # with cssutils, lxml and requests: loaded only where an issue is rendered, not to send one
+
     return premailer.Premailer(
         html,
         disable_validation=True,

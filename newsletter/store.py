@@ -9,6 +9,7 @@ campaign (`late_results`, each one possibly a second copy), never recorded as a 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -33,6 +34,8 @@ log = logging.getLogger("newsletter.campaigns")
 
 OPEN_STATUSES = ("scheduled", "running", "paused")
 RECEIVED = ("sent", "unknown")  # the reader has (or may have) the issue
+# Claims near the end of a queue (CampaignStore._fair_share).
+SHARE_WAYS, SHARE_FLOOR = 4, 20
 LATE_NOTE = "answered after this worker's claim had lapsed; nobody else had taken it"
 
 # What check_before_send answers.
@@ -63,6 +66,32 @@ _BEFORE_SEND = (
     .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
     .where(Delivery.id == bindparam("b_id"))
 )
+
+
+def _mark_then_check() -> Any:
+    """PostgreSQL: the fenced mark-sent and the next message's check as one statement (the
+    UPDATE in a CTE), so an autocommit connection records and checks in one round trip.
+    The check reads another row, so seeing the statement's snapshot (taken after the
+    previous commit) is exactly what a separate SELECT right after it would see. One row
+    always: the count of rows marked (0: the claim is gone), then the check's columns
+    (NULL when the next delivery does not exist)."""
+    marked = _MARK_SENT.returning(Delivery.id).cte("marked")
+    following = aliased(Delivery, name="following")
+    anchor = select(literal(1).label("one")).subquery("anchor")
+    return (
+        select(
+            select(func.count()).select_from(marked).scalar_subquery(),
+            following.status,
+            following.claimed_by,
+            following.claimed_until,
+            Subscriber.status,
+            Campaign.status,
+        )
+        .select_from(anchor)
+        .outerjoin(following, following.id == bindparam("b_next"))
+        .outerjoin(Campaign, Campaign.id == following.campaign_id)
+        .outerjoin(Subscriber, Subscriber.id == following.subscriber_id)
+    )
 
 
 def worker_id() -> str:
@@ -369,19 +398,17 @@ class CampaignStore:
         """Take up to `size` due deliveries for `worker`; skip readers who left meanwhile."""
         now = utcnow()
         with self.db.session() as session:
-            query = (
-                select(Delivery.id, Delivery.subscriber_id)
-                .where(
-                    Delivery.campaign_id == campaign_id,
-                    Delivery.status == "queued",
-                    or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-                    or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-                )
-                .order_by(Delivery.id)
-                .limit(size)
+            claimable = (
+                Delivery.campaign_id == campaign_id,
+                Delivery.status == "queued",
+                or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
             )
+            query = select(Delivery.id, Delivery.subscriber_id).where(*claimable).order_by(Delivery.id)
             if self.db.dialect == "postgresql":
+                size = self._fair_share(session, claimable, size)
                 query = query.with_for_update(skip_locked=True)
+            query = query.limit(size)
             candidates = session.execute(query).all()
             if not candidates:
                 return []
@@ -436,6 +463,18 @@ class CampaignStore:
                     )
                 )
             return claimed
+
+    @staticmethod
+    def _fair_share(session: Any, claimable: tuple[Any, ...], size: int) -> int:
+        """Workers share a queue's tail: once fewer than SHARE_WAYS batches are left, a
+        claim takes 1/SHARE_WAYS of what is left (at least SHARE_FLOOR), so the last
+        deliveries spread over every worker instead of one finishing a whole batch alone
+        while the others wait. Counting stops at SHARE_WAYS batches: cheap on any queue."""
+        window = select(Delivery.id).where(*claimable).limit(SHARE_WAYS * size).subquery()
+        left = session.scalar(select(func.count()).select_from(window))
+        if left >= SHARE_WAYS * size:
+            return size
+        return max(min(size, SHARE_FLOOR), math.ceil(left / SHARE_WAYS))
 
     def renew(self, delivery_ids: list[int], worker: str) -> int:
         """Extend this worker's claim on deliveries it is still sending (a slow batch must
@@ -668,9 +707,12 @@ class Recorder:
     thread, through the driver: the check before sending (check_before_send) and the fenced
     mark-sent of an accepted message (record's common case), with its own commit.
 
-    `mark_sent` can take the next message's check along in the same transaction: a
-    one-connection sender then pays one round trip per message instead of two, and the
-    check still runs after the previous message was recorded, right before this one goes.
+    `mark_sent` can take the next message's check along: a one-connection sender then pays
+    one round trip per message instead of two, and the check still runs after the previous
+    message was recorded, right before this one goes. On PostgreSQL the connection is in
+    autocommit mode and the two are one statement (`_mark_then_check`): one round trip in
+    all, where BEGIN, UPDATE, SELECT and COMMIT took four (docs/performance.md, "Workers on
+    PostgreSQL"); the UPDATE still commits before its answer comes back.
 
     On PostgreSQL the mark-sent commit does not wait for the disk unless
     `synchronous_commit` (README "Delivery guarantees"): the server has applied the UPDATE
@@ -683,12 +725,14 @@ class Recorder:
         self.db = db
         self.worker = worker
         self.synchronous_commit = synchronous_commit
+        self.autocommit = db.dialect == "postgresql"
         dialect = db.engine.dialect
         self._local = threading.local()
         self._opened: list[Any] = []
         self._lock = threading.Lock()
         self._mark = _driver_statement(_MARK_SENT, dialect)
         self._check = _driver_statement(_BEFORE_SEND, dialect)
+        self._mark_check = _driver_statement(_mark_then_check(), dialect) if self.autocommit else None
         columns = Delivery.__table__.c  # the driver sees what SQLAlchemy's types would give it
         self._when = columns.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
         self._until = columns.claimed_until.type.dialect_impl(dialect).result_processor(dialect, None) or (lambda v: v)
@@ -697,23 +741,27 @@ class Recorder:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self.db.engine.raw_connection()
-            if self.db.dialect == "postgresql" and not self.synchronous_commit:
-                cursor = connection.cursor()
-                cursor.execute("SET synchronous_commit = off")
-                cursor.close()
-                connection.commit()
+            if self.autocommit:
+                connection.dbapi_connection.autocommit = True  # each statement its own transaction
+                if not self.synchronous_commit:
+                    cursor = connection.cursor()
+                    cursor.execute("SET synchronous_commit = off")
+                    cursor.close()
             self._local.connection = connection
             with self._lock:
                 self._opened.append(connection)
         return connection
 
+    def _verdict_of(self, row: Any) -> str:
+        """check_before_send's answer from (status, holder, until, person, campaign)."""
+        if row is None or row[0] is None:
+            return _verdict(None, self.worker)
+        return _verdict((row[0], row[1], self._until(row[2]), row[3], row[4]), self.worker)
+
     def _checked_row(self, cursor: Any, delivery_id: int) -> str:
         sql, params = self._check
         cursor.execute(sql, params({"b_id": delivery_id}))
-        row = cursor.fetchone()
-        if row is not None:
-            row = (row[0], row[1], self._until(row[2]), row[3], row[4])
-        return _verdict(row, self.worker)
+        return self._verdict_of(cursor.fetchone())
 
     def check(self, delivery_id: int) -> str:
         connection = self._connection()
@@ -722,30 +770,35 @@ class Recorder:
             return self._checked_row(cursor, delivery_id)
         finally:
             cursor.close()
-            connection.commit()  # end the read transaction: the next check must see new commits
+            if not self.autocommit:
+                connection.commit()  # end the read transaction: the next check must see new commits
 
     def mark_sent(self, delivery_id: int, provider_id: str, check_next: int | None = None) -> tuple[bool, str | None]:
         """(marked, the verdict on `check_next`); not marked: the claim is gone (see record)."""
         connection = self._connection()
         cursor = connection.cursor()
-        sql, params = self._mark
+        values = {
+            "b_id": delivery_id,
+            "b_worker": self.worker,
+            "b_now": self._when(utcnow()),
+            "b_provider": provider_id[:200],
+        }
         try:
-            cursor.execute(
-                sql,
-                params(
-                    {
-                        "b_id": delivery_id,
-                        "b_worker": self.worker,
-                        "b_now": self._when(utcnow()),
-                        "b_provider": provider_id[:200],
-                    }
-                ),
-            )
+            if self._mark_check is not None and check_next is not None:
+                sql, params = self._mark_check
+                cursor.execute(sql, params({**values, "b_next": check_next}))
+                row = cursor.fetchone()
+                marked = row[0] == 1
+                return marked, (self._verdict_of(row[1:]) if marked else None)
+            sql, params = self._mark
+            cursor.execute(sql, params(values))
             marked = cursor.rowcount == 1
             verdict = self._checked_row(cursor, check_next) if marked and check_next is not None else None
-            connection.commit()
+            if not self.autocommit:
+                connection.commit()
         except BaseException:
-            connection.rollback()
+            if not self.autocommit:
+                connection.rollback()
             raise
         finally:
             cursor.close()
@@ -756,12 +809,12 @@ class Recorder:
             opened, self._opened = self._opened, []
         for connection in opened:
             try:
-                if self.db.dialect == "postgresql" and not self.synchronous_commit:
-                    connection.rollback()
-                    cursor = connection.cursor()
-                    cursor.execute("RESET synchronous_commit")  # only the recorder's commits skip the wait
-                    cursor.close()
-                    connection.commit()
+                if self.autocommit:
+                    if not self.synchronous_commit:
+                        cursor = connection.cursor()
+                        cursor.execute("RESET synchronous_commit")  # only the recorder's commits skip the wait
+                        cursor.close()
+                    connection.dbapi_connection.autocommit = False  # as the pool handed it out
                 connection.close()  # back to the engine's pool
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass

@@ -76,15 +76,19 @@ def test_recorder_marks_fenced_and_checks_the_next(database_url):
         assert recorder.mark_sent(first.delivery_id, "id-1", check_next=second.delivery_id) == (True, SEND)
         assert recorder.mark_sent(first.delivery_id, "id-1") == (False, None)  # already sent: not twice
         assert store.recorder("someone else").mark_sent(second.delivery_id, "x") == (False, None)  # not its claim
+        other = store.recorder("someone else")
+        assert other.mark_sent(second.delivery_id, "x", check_next=third.delivery_id) == (False, None)
+        other.close()
         assert store.recorder("someone else").check(second.delivery_id) == LOST
         from newsletter.subscribers import SubscriberList
 
         SubscriberList(store.db, ENV["NEWSLETTER_SECRET_KEY"]).unsubscribe(third.email, reason="test")
         assert recorder.mark_sent(second.delivery_id, "id-2", check_next=third.delivery_id) == (True, LEFT)
+        assert recorder.mark_sent(third.delivery_id, "id-3", check_next=10**9) == (True, LOST)  # no such delivery
     finally:
         recorder.close()
     summary = store.summary(campaign.id)
-    assert summary.counts["sent"] == 2
+    assert summary.counts["sent"] == 3
     store.db.dispose()
 
 
