@@ -199,6 +199,7 @@ class Sender:
         self._last_taken: int | None = None  # the latest delivery handed to the adapter
         self.claims_lost = 0  # batches stopped because their claim had passed to another worker
         self._compose_process: ComposeProcess | None = None
+        self.share_tail = False  # a worker among others: split the queue's last batches (CampaignStore.claim)
 
     @property
     def stop_requested(self) -> bool:
@@ -232,7 +233,8 @@ class Sender:
                 while not self.stop_requested:
                     if self.store.status(campaign_id) != "running":  # cancelled or paused elsewhere
                         break
-                    claimed = self.store.claim(campaign_id, self.worker, batch_for_rate(self.settings.batch_size, rate))
+                    size = batch_for_rate(self.settings.batch_size, rate)
+                    claimed = self.store.claim(campaign_id, self.worker, size, share_tail=self.share_tail)
                     if not claimed:
                         queued, next_try = self.store.remaining(campaign_id)
                         if queued == 0:

@@ -394,8 +394,10 @@ class CampaignStore:
             return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) or ""
 
     # -- deliveries ----------------------------------------------------------------------
-    def claim(self, campaign_id: int, worker: str, size: int) -> list[Claimed]:
-        """Take up to `size` due deliveries for `worker`; skip readers who left meanwhile."""
+    def claim(self, campaign_id: int, worker: str, size: int, share_tail: bool = False) -> list[Claimed]:
+        """Take up to `size` due deliveries for `worker`; skip readers who left meanwhile.
+        `share_tail`: several workers send this campaign, so split its last batches (a lone
+        sender keeps whole batches: an HTTP provider takes them in as few requests as it can)."""
         now = utcnow()
         with self.db.session() as session:
             claimable = (
@@ -405,8 +407,9 @@ class CampaignStore:
                 or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
             )
             query = select(Delivery.id, Delivery.subscriber_id).where(*claimable).order_by(Delivery.id)
-            if self.db.dialect == "postgresql":
+            if share_tail:
                 size = self._fair_share(session, claimable, size)
+            if self.db.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             query = query.limit(size)
             candidates = session.execute(query).all()

@@ -61,6 +61,7 @@ class Worker:
                 continue
             adapter = make_adapter(self.settings, campaign.adapter, folder=f"campaign-{campaign.id}")
             sender = Sender(self.settings, self.store, adapter, stop=self.stop)
+            sender.share_tail = True
             try:
                 summary = sender.run(campaign.id, pause_on_stop=False)
             except NewsletterError as exc:
