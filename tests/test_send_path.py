@@ -110,3 +110,16 @@ def test_only_the_recorders_commits_skip_the_disk_wait_on_postgresql(postgres_ur
     cursor.close()
     durable.close()
     db.dispose()
+
+
+def test_workers_split_the_queue_tail_and_a_lone_sender_keeps_whole_batches(database_url):
+    """Four workers on the last 200 deliveries each get some (none waits while one sends
+    them all); `send` alone takes the batch whole, so a provider gets one request for it."""
+    add_subscribers(database_url, [f"r{i}@example.com" for i in range(200)])
+    store, campaign = _campaign(database_url)
+    shares = [store.claim(campaign.id, f"worker-{n}", 200, share_tail=True) for n in range(4)]
+    assert [len(share) for share in shares] == [50, 38, 28, 21]  # a quarter of what is left each time
+    for n, share in enumerate(shares):
+        store.release([row.delivery_id for row in share], f"worker-{n}")
+    assert len(store.claim(campaign.id, "send", 200)) == 200
+    store.db.dispose()
