@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError, DeliveryError, NewsletterError
-from .app import App, pass_app, resolve_issue
+from .app import App, pass_app, resolve_issue, tuned_for_sending
 
 
 def parse_rate(_ctx, _param, value: str | None) -> float | None:
@@ -88,7 +88,8 @@ def run_sender(app: App, campaign) -> None:
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            summary = sender.run(campaign.id)
+            with tuned_for_sending():
+                summary = sender.run(campaign.id)
         except DeliveryError as exc:
             then = f"the campaign is paused with its deliveries queued; then run: {resume_hint}"
             raise DeliveryError(str(exc), hint=f"{exc.hint}; {then}" if exc.hint else then) from None

@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import NewsletterError
-from .app import App, pass_app
-
-SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the interpreter lock while another waits
+from .app import App, pass_app, tuned_for_sending
 
 
 @click.command()
@@ -22,9 +20,7 @@ SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the interpreter lock while
 @pass_app
 def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
     """Send queued campaigns alongside other workers (PostgreSQL); stops cleanly on SIGTERM/Ctrl-C."""
-    import gc
     import signal
-    import sys
 
     from ..store import CampaignStore
     from ..worker import Worker
@@ -57,19 +53,10 @@ def worker(app: App, concurrency: int, exit_when_idle: bool) -> None:
         queue = None
     else:
         queue = SignupQueueRunner(signups).start()
-    # What start-up loaded (modules, the mapped schema) lives as long as the process: frozen,
-    # the collector stops scanning it in every full collection and at exit (about 5% of a
-    # short worker's CPU; docs/performance.md, "Workers on PostgreSQL").
-    gc.freeze()
-    # The sending thread wakes for every reply (SMTP, PostgreSQL) while the compose thread
-    # computes: with Python's 5 ms switch interval each wake-up may wait that long for the
-    # interpreter lock; 0.5 ms keeps the wire busy (about 15% more messages/s for one worker).
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        runner.run(idle_exit=exit_when_idle)
+        with tuned_for_sending():
+            runner.run(idle_exit=exit_when_idle)
     finally:
-        sys.setswitchinterval(switch_interval)  # as it was, for a program that called the command itself
         if queue is not None:
             queue.stop()
         if poller is not None:
