@@ -212,7 +212,11 @@ def mailmerge(port: int, count: int, workdir: Path) -> float:
     return time.perf_counter() - started
 
 
-def workers(port: int, count: int, processes: int, base_url: str, workdir: Path, durable: bool = False) -> float:
+def workers(
+    port: int, count: int, processes: int, base_url: str, workdir: Path, durable: bool = False, forked: bool = False
+) -> float:
+    """`processes` workers started as separate commands, or (forked) as one
+    `newsletter worker --processes N` that forks them after its start-up."""
     url, drop = fresh_postgres(base_url, f"wire{processes}")
     env = smtp_env(port, url, **({"synchronous_commit": "true"} if durable else {}))
     try:
@@ -221,22 +225,19 @@ def workers(port: int, count: int, processes: int, base_url: str, workdir: Path,
         newsletter(["send", str(workdir / ISSUE.name), "--yes", "--queue"], env, workdir)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
+        command = [sys.executable, "-m", "newsletter", "worker", "--exit-when-idle"]
+        if forked:
+            command += ["--processes", str(processes)]
         running = [
-            subprocess.Popen(
-                [sys.executable, "-m", "newsletter", "worker", "--exit-when-idle"],
-                env=env,
-                cwd=workdir,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(processes)
+            subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(1 if forked else processes)
         ]
         for process in running:
             process.wait()
         elapsed = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        WORKER_CPU.append((processes, durable, cpu))
+        WORKER_CPU.append((processes, durable, forked, cpu))
         shown = newsletter(["campaigns", "show", "1"], env, workdir).stdout
         if f"sent {count}," not in shown:
             raise SystemExit(f"{processes} worker(s) did not send {count}:\n{shown}")
@@ -245,16 +246,17 @@ def workers(port: int, count: int, processes: int, base_url: str, workdir: Path,
         drop()
 
 
-WORKER_CPU: list[tuple[int, bool, float]] = []  # (processes, synchronous_commit, CPU seconds of the workers)
+WORKER_CPU: list[tuple[int, bool, bool, float]] = []  # (processes, synchronous_commit, forked, CPU s of the workers)
 
 
 def worker_cpu(count: int) -> None:
     """The worker rows' own CPU (user + system of the worker processes, start-up included):
     on a shared machine a steadier figure than their wall clock."""
-    for processes, durable, cpu in WORKER_CPU:
+    for processes, durable, forked, cpu in WORKER_CPU:
         durability = ", synchronous_commit = on" if durable else ""
+        how = f" (one `worker --processes {processes}`)" if forked else ""
         print(
-            f"- {processes} worker process(es){durability}: {cpu:.2f} CPU s in all, "
+            f"- {processes} worker process(es){how}{durability}: {cpu:.2f} CPU s in all, "
             f"{cpu / count * 1e6:,.0f} us per message"
         )
 
@@ -323,6 +325,10 @@ def main() -> None:
                 for processes in (1, 4):
                     name = f"{processes} `newsletter worker` process{'es' if processes > 1 else ''}, PostgreSQL"
                     row(name, lambda processes=processes: workers(port, count, processes, args.postgres, workdir))
+                row(
+                    "4 worker processes forked by one `newsletter worker --processes 4`, PostgreSQL",
+                    lambda: workers(port, count, 4, args.postgres, workdir, forked=True),
+                )
                 if args.synchronous_commit:
                     for processes in (1, 4):
                         name = f"{processes} worker(s), PostgreSQL, synchronous_commit = on"

@@ -200,6 +200,7 @@ class Sender:
         self.claims_lost = 0  # batches stopped because their claim had passed to another worker
         self._compose_process: ComposeProcess | None = None
         self.share_tail = False  # a worker among others: split the queue's last batches (CampaignStore.claim)
+        self.use_compose_process = True  # where the adapter sends bytes and the platform forks
 
     @property
     def stop_requested(self) -> bool:
@@ -405,7 +406,7 @@ class Sender:
         """Fork the compose process for an adapter that sends bytes (SMTP), once the issue
         is rendered; elsewhere (no fork, an HTTP API that wants the documents) the helper
         thread composes."""
-        if getattr(self.adapter, "sends_wire", False) and fork_available():
+        if self.use_compose_process and getattr(self.adapter, "sends_wire", False) and fork_available():
             self._compose_process = ComposeProcess(self.composer, rendered, campaign_id)
 
     def _stop_compose_process(self) -> None:

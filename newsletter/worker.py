@@ -22,7 +22,12 @@ POLL_SECONDS = 1.0
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: CampaignStore, concurrency: int = 1, log: Callable[[str], None] = print
+        self,
+        settings: Settings,
+        store: CampaignStore,
+        concurrency: int = 1,
+        log: Callable[[str], None] = print,
+        compose_process: bool = True,
     ):
         if store.db.dialect != "postgresql":
             raise ConfigError(
@@ -33,6 +38,9 @@ class Worker:
         self.store = store
         self.concurrency = concurrency
         self.log = log
+        # A compose process per sender pays off while a core is spare; with as many senders
+        # as cores, it only adds the pipe's cost (docs/performance.md, "Workers on PostgreSQL").
+        self.compose_process = compose_process
         self.stop = threading.Event()
         self.errors: list[str] = []
 
@@ -62,6 +70,7 @@ class Worker:
             adapter = make_adapter(self.settings, campaign.adapter, folder=f"campaign-{campaign.id}")
             sender = Sender(self.settings, self.store, adapter, stop=self.stop)
             sender.share_tail = True
+            sender.use_compose_process = self.compose_process
             try:
                 summary = sender.run(campaign.id, pause_on_stop=False)
             except NewsletterError as exc:
