@@ -60,7 +60,9 @@ def backend_cpu(db, name: str) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def sending_loop(port: int, count: int, pool: int, folder: Path, postgres: str | None = None) -> tuple[float, ...]:
+def sending_loop(
+    port: int, count: int, pool: int, folder: Path, postgres: str | None = None, compose_process: bool = True
+) -> tuple[float, ...]:
     """(CPU s/message of this process, wall s/message, CPU s/message of the PostgreSQL backends)."""
     from sqlalchemy import insert
 
@@ -109,6 +111,7 @@ def sending_loop(port: int, count: int, pool: int, folder: Path, postgres: str |
     _, rendered = service.prepare(ISSUE)
     campaign, _ = service.create(rendered, [], "outbox", 0.0)  # created as outbox: no sign-off needed
     sender = service.sender(campaign, adapter_name="smtp")
+    sender.use_compose_process = compose_process
     name = f"cpu_per_message_{os.getpid()}"
     server = backend_cpu(db, name) if postgres else 0.0
     children, cpu, wall = _children_cpu(), time.process_time(), time.perf_counter()
@@ -133,6 +136,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--pool", type=int, default=1)
     parser.add_argument(
+        "--in-process", action="store_true", help="compose in the sending process (as a worker among as many as cores)"
+    )
+    parser.add_argument(
         "--postgres", help="PostgreSQL base URL: run the loop there (what a worker runs) instead of SQLite"
     )
     args = parser.parse_args()
@@ -140,7 +146,9 @@ def main() -> None:
     try:
         raw_cpu, raw_wall = raw(port, one_message(), args.messages)
         with tempfile.TemporaryDirectory() as tmp:
-            cpu, compose_cpu, wall, server = sending_loop(port, args.messages, args.pool, Path(tmp), args.postgres)
+            cpu, compose_cpu, wall, server = sending_loop(
+                port, args.messages, args.pool, Path(tmp), args.postgres, compose_process=not args.in_process
+            )
     finally:
         sink.kill()
         sink.wait()

@@ -78,7 +78,7 @@ class Message:
 
     @property
     def envelope_from(self) -> str:
-        return self.envelope_sender or parseaddr(self.from_address)[1]
+        return self.envelope_sender or _address_in(self.from_address)
 
     @property
     def to_header(self) -> str:
@@ -217,6 +217,12 @@ def _folded(value: str, address: bool) -> str:
         return _fold_ascii(value)
     # A word too long for any line (or non-ASCII text): encoded words, split anywhere.
     return Header(value, "utf-8", maxlinelen=FOLD_AT).encode(linesep="\r\n")
+
+
+@functools.lru_cache(maxsize=64)
+def _address_in(header_value: str) -> str:
+    """The address of a From value: one per campaign, parsed once, not per message."""
+    return parseaddr(header_value)[1]
 
 
 def _dot_stuffed(lines: bytes) -> bytes:

@@ -146,7 +146,10 @@ def tuned_for_sending() -> Iterator[None]:
     try:
         yield
     finally:
-        sys.setswitchinterval(switch_interval)  # as it was, for a program that called the command itself
+        # As it was, for a program that called the command itself (a test runner, say):
+        # frozen objects are never collected, and they may hold database connections.
+        sys.setswitchinterval(switch_interval)
+        gc.unfreeze()
 
 
 def resolve_issue(app: App, name: str) -> Path:
