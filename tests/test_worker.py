@@ -370,3 +370,45 @@ def test_a_reply_slower_than_the_lease_keeps_the_claim(pg_url, workdir):
     assert received == {address: 1 for address in addresses}
     summary = campaign_summary(pg_url)
     assert summary.counts["sent"] == 60 and summary.campaign.late_results == 0
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to tell the forked workers apart")
+def test_forked_workers_share_the_queue_stop_together_and_send_each_reader_once(pg_url, workdir):
+    """`worker --processes 3`: one start-up, three senders; a SIGTERM to the parent alone
+    stops them all after their messages in flight, and a second run finishes the rest."""
+    addresses = import_people(pg_url, 400, workdir)
+    with SMTPServer() as server:
+        assert "Workers send it" in queue(pg_url)
+        env = worker_env(pg_url, server.url)
+        (parent,) = start_workers(env, 1, "--processes", "3")
+        senders: set[int] = set()
+
+        def note_sender(handler, session):
+            pid = pid_of_peer(session.peer[1], [parent.pid, *children_of(parent.pid)])
+            if pid:
+                senders.add(pid)
+            return None
+
+        server.handler.on_data = note_sender
+        wait_for(lambda: len(server.handler.messages) >= 150, 60, "150 messages")
+        forked = children_of(parent.pid)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 0, parent.stderr.read().decode()
+        stopped_at = len(server.handler.messages)
+        time.sleep(1.0)
+        assert len(server.handler.messages) == stopped_at  # no forked worker sends on after the stop
+        assert len(forked) == 2 and all(not Path(f"/proc/{pid}").exists() for pid in forked)
+        assert len(senders) >= 2  # the queue was shared, not sent by one process
+        assert stopped_at < len(addresses)
+        (finisher,) = start_workers(env, 1, "--processes", "3", "--exit-when-idle")
+        assert finisher.wait(timeout=120) == 0, finisher.stderr.read().decode()
+        received = server.handler.received_by()
+    assert set(received) == set(addresses)
+    assert max(received.values()) == 1
