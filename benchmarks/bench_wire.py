@@ -203,7 +203,9 @@ def mailmerge(port: int, count: int, workdir: Path) -> float:
     mailmerge_files(port, count, folder)
     started = time.perf_counter()
     subprocess.run(
-        ["mailmerge", "--no-dry-run", "--no-limit", "--output-format", "raw"],
+        # The venv's script, whether or not the venv is on PATH.
+        [shutil.which("mailmerge") or str(Path(sys.executable).with_name("mailmerge")), "--no-dry-run", "--no-limit"]
+        + ["--output-format", "raw"],
         cwd=folder,
         check=True,
         stdout=subprocess.DEVNULL,
