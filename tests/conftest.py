@@ -47,12 +47,20 @@ def postgres_schema_url() -> tuple[str, str]:
     with engine.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     engine.dispose()
-    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
+    # Named after the schema, so its teardown can close what a test left open.
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}&application_name={schema}", schema
 
 
 def drop_postgres_schema(schema: str) -> None:
+    """Drop the schema and end every session a test left open on it: three test processes
+    share the server's 100 connections, and engines a test never disposed would otherwise
+    hold theirs until the garbage collector found them."""
     engine = create_engine(POSTGRES_URL)
     with engine.begin() as connection:
+        connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": schema},
+        )
         connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
     engine.dispose()
 
