@@ -221,6 +221,7 @@ class ImportReport:
     rejects: list[Reject] = field(default_factory=list)  # the first SHOWN_REJECTS, in line order
     committed_through: int = 0  # last line of the last batch written
     interrupted: bool = False
+    stopped: str | None = None  # why the import stopped early, when not by an interrupt
     format: FileFormat | None = None
     rejects_written: int = 0
 
@@ -994,6 +995,9 @@ class Importer:
             except KeyboardInterrupt:
                 session.rollback()
                 report.interrupted = True
+            except ParserStopped as exc:  # whole batches stay saved: say through which line
+                session.rollback()
+                report.stopped = str(exc)
             finally:
                 writer.finish()
                 writer.drop_seen()
@@ -1175,20 +1179,22 @@ class Importer:
         return ids
 
 
+class ParserStopped(DataError):
+    """The forked process parsing the file is gone: the import stops after its last whole batch."""
+
+
 @contextmanager
 def interrupts_between_batches() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C lets the batch being written finish and stops before the next one, so the
-    report names exactly the lines saved (an interrupt landing between a commit and its
-    bookkeeping could not). A second Ctrl-C interrupts at once, e.g. a batch waiting for a
-    locked database. Only the main thread can handle signals; elsewhere, and where SIGINT
-    is ignored or handled by someone else, nothing changes."""
+    """Ctrl-C (or SIGTERM) lets the batch being written finish and stops before the next
+    one, so the report names exactly the lines saved (an interrupt landing between a commit
+    and its bookkeeping could not). A second one interrupts at once, e.g. a batch waiting
+    for a locked database. Only the main thread can handle signals; elsewhere, and for a
+    signal that is ignored or handled by someone else, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        yield lambda: False
-        return
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {signum: signal.getsignal(signum) for signum in defaults}
     requested: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -1196,11 +1202,15 @@ def interrupts_between_batches() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         requested.append(signum)
 
-    signal.signal(signal.SIGINT, handler)
+    for signum, default in defaults.items():
+        if previous[signum] is default:
+            signal.signal(signum, handler)
     try:
         yield lambda: bool(requested)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, default in defaults.items():
+            if previous[signum] is default:
+                signal.signal(signum, previous[signum])
 
 
 def _can_fork() -> bool:
@@ -1222,8 +1232,11 @@ def read_in_child(items: Iterator[Any]) -> Iterator[Any]:
         while True:
             try:
                 kind, item = receiver.recv()
-            except EOFError:
-                raise DataError("the process reading the file stopped unexpectedly") from None
+            except (EOFError, OSError):  # OSError: it died in the middle of handing over a batch
+                child.join(1.0)
+                raise ParserStopped(
+                    f"the process reading the file stopped (exit code {child.exitcode}): killed, or out of memory"
+                ) from None
             if kind == "done":
                 return
             if kind == "error":

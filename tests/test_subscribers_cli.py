@@ -326,3 +326,72 @@ def test_import_stores_special_characters_exactly(cli, tmp_path):
     assert shown["tags"] == ["a:b", "c d"]
     assert shown["consent_source"] == "import:o'brien's list.csv"
     assert shown["events"][0]["source"] == "import:o'brien's list.csv"
+
+
+def _import_in_background(sqlite_url: str, path) -> tuple:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from .helpers import ENV
+
+    env = {**os.environ, **ENV, "NEWSLETTER_DATABASE_URL": sqlite_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "subscribers", "import", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = Database(sqlite_url)
+    deadline = time.monotonic() + 60
+    while True:  # until the first batches are saved (the file is over 1 MiB: parsed in a child process)
+        with db.session() as session:
+            if session.scalars(select(Subscriber.id).limit(1)).first() is not None:
+                break
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    return process, db
+
+
+def _children_of(pid: int) -> list[int]:
+    from pathlib import Path
+
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "parser killed"])
+def test_a_stopped_import_says_which_lines_were_saved(sqlite_url, workdir, how):
+    """SIGTERM stops like Ctrl-C (the batch in hand is finished; exit 130); a parsing process
+    killed outright is one line saying so (exit 1). Either way the report names the last
+    line saved, and what it names is what the database holds."""
+    import os
+    import signal
+    import sys
+
+    if how == "parser killed" and not sys.platform.startswith("linux"):
+        pytest.skip("finds the parsing process through /proc")
+    rows = "".join(f"reader{i:06d}@example.com,Reader {i},monthly\n" for i in range(150_000))
+    path = write_csv(workdir / "big.csv", "email,name,tags\n" + rows)
+    process, db = _import_in_background(sqlite_url, path)
+    if how == "SIGTERM":
+        process.send_signal(signal.SIGTERM)
+    else:
+        for child in _children_of(process.pid):
+            os.kill(child, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=60)
+    with db.session() as session:
+        stored = len(session.scalars(select(Subscriber.id)).all())
+    db.dispose()
+    assert 0 < stored < 150_000 and stored % 2000 == 0, (stored, stderr)  # whole batches only
+    assert f"rows through line {stored + 1} were saved" in stderr, stderr
+    assert "Traceback" not in stderr
+    if how == "SIGTERM":
+        assert process.returncode == 130 and "\nInterrupted: rows through line" in stderr, stderr
+    else:
+        assert process.returncode == 1
+        assert "Error: the process reading the file stopped (exit code -9)" in stderr, stderr

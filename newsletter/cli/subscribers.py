@@ -96,11 +96,13 @@ def subscribers_import(
         click.echo(f"  ... and {more} more" + ("" if rejects_file else " (use --rejects FILE)"), err=True)
     if report.rejects_written:
         click.echo(f"Rejected rows written to {rejects_file}: fix them there and import that file.")
-    if report.interrupted:
-        raise NewsletterError(
-            f"interrupted; rows through line {report.committed_through} were saved",
-            hint="run the same import again: rows already imported are reported unchanged",
-        )
+    again = "run the same import again: rows already imported are reported unchanged"
+    if report.stopped:
+        raise NewsletterError(f"{report.stopped}; rows through line {report.committed_through} were saved", hint=again)
+    if report.interrupted:  # exit 130, as every command stopped by Ctrl-C or SIGTERM
+        click.echo(f"Interrupted: rows through line {report.committed_through} were saved.", err=True)
+        click.echo(f"Hint: {again}", err=True)
+        sys.exit(130)
 
 
 @subscribers.command("list")
