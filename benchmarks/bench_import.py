@@ -9,6 +9,10 @@ database (a new SQLite file; a new schema on PostgreSQL):
 
 - raw: the database itself taking the same rows: csv.reader plus executemany (SQLite) or
   COPY (PostgreSQL) of the subscriber rows alone, no validation, tags or events: a ceiling;
+- writes: the database itself taking every row the import writes: the subscriber rows,
+  their tag rows and a "created" event each, in the importer's own statements (executemany
+  and json_each on SQLite; ids from the sequence and COPY on PostgreSQL), a transaction
+  per 2,000 rows, no validation or duplicate checks: the ceiling for this schema;
 - import: `newsletter subscribers import FILE`, the whole command (interpreter start-up,
   schema check, encoding and delimiter detection, validation, subscribers + tags +
   "created" events + duplicate tracking, a transaction per 2,000 rows);
@@ -98,6 +102,93 @@ with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as con
 """
 
 RAW_POSTGRES = BACKEND_CPU + RAW_POSTGRES
+
+# "writes": the rows the import writes, by the importer's own statements, and nothing else.
+WRITES_SQLITE = """
+import csv, json, secrets, sqlite3, sys
+from datetime import datetime, timezone
+now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+connection = sqlite3.connect(sys.argv[2], isolation_level=None)
+connection.execute("PRAGMA journal_mode=WAL")
+connection.execute("PRAGMA synchronous=NORMAL")
+sql = ("INSERT INTO subscribers (email, email_key, name, status, attributes, consent_at, consent_source,"
+       " consent_ip, consent_text, created_at, confirmed_at, token)"
+       " VALUES (?, ?, ?, 'active', '{}', ?, 'raw', '', '', ?, ?, ?)")
+events = ("INSERT INTO events (subscriber_id, at, kind, old_status, new_status, source, reason)"
+          " SELECT id, created_at, 'created', '', status, 'raw', '' FROM subscribers WHERE id BETWEEN ? AND ?")
+
+def write(batch, tags):
+    connection.execute("BEGIN")
+    connection.executemany(sql, batch)
+    last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+    first = last - len(batch) + 1
+    by_tag = {}
+    for offset, names in enumerate(tags):
+        for tag in names.split(";"):
+            by_tag.setdefault(tag, []).append(first + offset)
+    for tag, ids in by_tag.items():
+        connection.execute("INSERT INTO subscriber_tags (subscriber_id, tag) SELECT value, ? FROM json_each(?)",
+                           (tag, json.dumps(ids)))
+    connection.execute(events, (first, last))
+    connection.execute("COMMIT")
+
+with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+    reader = csv.reader(handle)
+    next(reader)
+    batch, tags = [], []
+    for email, name, tag_list in reader:
+        batch.append((email, email.lower(), name, now, now, now, secrets.token_hex(10)))
+        tags.append(tag_list)
+        if len(batch) == 2000:
+            write(batch, tags)
+            batch, tags = [], []
+    if batch:
+        write(batch, tags)
+"""
+
+WRITES_POSTGRES = (
+    BACKEND_CPU
+    + """
+import csv, secrets, sys
+from datetime import datetime, timezone
+import psycopg
+now = datetime.now(timezone.utc).isoformat(sep=" ")
+columns = ("id, email, email_key, name, status, attributes, consent_at, consent_source, consent_ip, consent_text,"
+           " created_at, confirmed_at, token")
+events = ("INSERT INTO events (subscriber_id, at, kind, old_status, new_status, source, reason)"
+          " SELECT id, created_at, 'created', '', status, 'raw', '' FROM subscribers WHERE id BETWEEN %s AND %s")
+
+def write(connection, rows):
+    cursor = connection.cursor()
+    cursor.execute("SELECT nextval(pg_get_serial_sequence('subscribers', 'id')) FROM generate_series(1, %s)",
+                   (len(rows),))
+    ids = [i for (i,) in cursor.fetchall()]
+    with cursor.copy(f"COPY subscribers ({columns}) FROM STDIN") as copy:
+        copy.write("".join(f"{i}\\t{e}\\t{e.lower()}\\t{n}\\tactive\\t{{}}\\t{now}\\traw\\t\\t\\t{now}\\t{now}\\t"
+                           f"{secrets.token_hex(10)}\\n" for i, (e, n, _) in zip(ids, rows)))
+    with cursor.copy("COPY subscriber_tags (subscriber_id, tag) FROM STDIN") as copy:
+        copy.write("".join(f"{i}\\t{tag}\\n" for i, (_, _, tags) in zip(ids, rows) for tag in tags.split(";")))
+    if ids[-1] - ids[0] == len(ids) - 1:
+        cursor.execute(events, (ids[0], ids[-1]))
+    else:
+        raise SystemExit("ids not consecutive")
+    connection.commit()
+
+with psycopg.connect(sys.argv[2], options=f"-csearch_path={sys.argv[3]}") as connection:
+    with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        batch = []
+        for row in reader:
+            batch.append(row)
+            if len(batch) == 2000:
+                write(connection, batch)
+                batch = []
+        if batch:
+            write(connection, batch)
+    print("SERVERCPU", backend_cpu(connection.info.backend_pid), file=sys.stderr)
+"""
+)
 
 IMPORT = (
     BACKEND_CPU
@@ -217,12 +308,17 @@ def measure(kind: str, what: str, rows: int, csv_path: Path, db: Database, pytho
         elif what == "raw":
             plain = db.postgres_url.replace("postgresql+psycopg://", "postgresql://")
             command = [sys.executable, "-c", RAW_POSTGRES, str(csv_path), plain, db.schema]
+        elif what == "writes" and kind == "sqlite":
+            command = [sys.executable, "-c", WRITES_SQLITE, str(csv_path), str(db.path)]
+        elif what == "writes":
+            plain = db.postgres_url.replace("postgresql+psycopg://", "postgresql://")
+            command = [sys.executable, "-c", WRITES_POSTGRES, str(csv_path), plain, db.schema]
         else:
             command = [sys.executable, "-c", IMPORT, str(csv_path)]
         figures = timed(command, env, db.workdir)
     finally:
         db.drop()
-    if what != "raw" and f"added {rows}," not in figures["summary"]:
+    if what not in ("raw", "writes") and f"added {rows}," not in figures["summary"]:
         raise SystemExit(f"{what} did not add every row: {figures['summary']}")
     return {"kind": kind, "what": what, "rows": rows, **figures}
 
@@ -258,7 +354,7 @@ def main() -> None:
             generate(csv_path, rows)
             for kind in kinds:
                 db = Database(kind, workdir, args.postgres)
-                plan = [("raw", ROOT), ("import", ROOT)]
+                plan = [("raw", ROOT), ("writes", ROOT), ("import", ROOT)]
                 if old and rows <= args.old_max_rows:
                     plan.append(("old", old))
                 for what, pythonpath in plan:

@@ -200,7 +200,7 @@ class SMTPAdapter(Adapter):
         self.data_timeout = data_timeout
         self.where = f"{self.host}:{self.port}"
         self._pool_size = pool
-        self._connections: queue.Queue[_Connection] = queue.Queue()
+        self._connections: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
         self._all: list[_Connection] = []
         self._executor: ThreadPoolExecutor | None = None
 
@@ -263,7 +263,7 @@ class SMTPAdapter(Adapter):
         for connection in self._all:
             connection.drop()
         self._all.clear()
-        self._connections = queue.Queue()
+        self._connections = queue.SimpleQueue()
 
     @property
     def parallel(self) -> bool:
@@ -294,7 +294,7 @@ class SMTPAdapter(Adapter):
             return
         source = iter(messages)
         taking = threading.Lock()  # the message iterator is a generator: one taker at a time
-        results: queue.Queue[Result | BaseException | None] = queue.Queue()
+        results: queue.SimpleQueue[Result | BaseException | None] = queue.SimpleQueue()
         stop = threading.Event()
 
         def work() -> None:
