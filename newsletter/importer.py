@@ -1,8 +1,8 @@
 """Streaming CSV import (our own export, Mailchimp audience exports, listmonk exports).
 
-One pass over the file: rows are read and written in batches of BATCH_ROWS, one
-transaction per batch, so a crash or Ctrl-C leaves every batch either fully written or not
-at all, and memory stays flat whatever the file size. A duplicate within the file is found
+One pass over the file: rows are read and written in batches of BATCH_ROWS, and
+committed a few batches at a time (Commits), so a crash or Ctrl-C leaves every batch either
+fully written or not at all, and memory stays flat whatever the file size. A duplicate within the file is found
 through the subscribers table's own unique index plus 4 bytes per added row (LinesById),
 or a temporary table for the few rows that add nobody, never an in-memory set of addresses.
 
@@ -30,6 +30,7 @@ import re
 import signal
 import sqlite3
 import threading
+import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +50,13 @@ from .models import FINAL_STATUSES, Subscriber, SubscriberTag, utcnow
 from .subscribers import SubscriberList, change_status
 
 BATCH_ROWS = 2000
+# A commit writes every page its transaction changed; in a large list the new rows' index
+# entries land on pages all over the file, so ten batches per commit write far fewer
+# pages per row than one (at 1,000,000 rows on SQLite, nearly twice the rows per second:
+# docs/performance.md). A transaction is never held longer than COMMIT_SECONDS, so a
+# signup or an unsubscribe waiting for the database waits about that long at most.
+COMMIT_ROWS = 25 * BATCH_ROWS
+COMMIT_SECONDS = 2.0
 SHOWN_REJECTS = 20  # kept in memory for the report; the rejects file gets all of them
 SAMPLE_BYTES = 1 << 20  # read to detect the encoding
 # Files at least this large are parsed in a child process (see read_in_child); smaller
@@ -889,6 +897,78 @@ def make_writer(session: Session) -> BulkWriter:
     raise DataError(f"import does not support the {name} database", hint="use SQLite or PostgreSQL")
 
 
+class Commits:
+    """The open transaction's batches, committed together when COMMIT_ROWS rows or
+    COMMIT_SECONDS have gone into it; only then do they count in the report (added,
+    updated, rejects, the last line saved), so the report never names a row that a
+    failure or a second Ctrl-C took back out."""
+
+    def __init__(
+        self,
+        session: Session,
+        writer: BulkWriter,
+        report: ImportReport,
+        rejects_file: RejectsFile | None,
+        every_batch: bool = False,
+    ):
+        self.session = session
+        self.writer = writer
+        self.report = report
+        self.rejects_file = rejects_file
+        self.every_batch = every_batch
+        self._batches: list[tuple[int, int, int, int, list[Reject]]] = []  # only counts: memory stays flat
+        self._rows = 0
+        self._opened = 0.0
+        self._in_batch = False
+
+    def written(self, batch: Batch, added: int, updated: int, unchanged: int, rejects: list[Reject]) -> None:
+        if not self._batches:
+            self._opened = time.monotonic()
+        self._batches.append((batch.last_line, added, updated, unchanged, rejects))
+        self._rows += len(batch.rows)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._in_batch = True
+        yield
+        self._in_batch = False
+
+    def commit_whole_or_roll_back(self) -> None:
+        if self._in_batch:
+            self._batches, self._rows = [], 0
+            self.session.rollback()
+            return
+        try:
+            self.commit()
+        except BaseException:  # interrupted again while committing: what the database kept, it kept
+            self._batches, self._rows = [], 0
+            self.session.rollback()
+
+    def commit_if_due(self) -> None:
+        if self.every_batch or self._rows >= COMMIT_ROWS or time.monotonic() - self._opened >= COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self._batches:
+            return
+        self.session.commit()
+        self.writer.after_commit()
+        batches, self._batches, self._rows = self._batches, [], 0
+        report = self.report
+        for last_line, added, updated, unchanged, rejects in batches:
+            report.added += added
+            report.updated += updated
+            report.unchanged += unchanged
+            report.committed_through = last_line
+            rejects.sort(key=lambda reject: reject.line)
+            for reject in rejects:
+                report.rejected += 1
+                if len(report.rejects) < SHOWN_REJECTS:
+                    report.rejects.append(reject)
+                if self.rejects_file:
+                    self.rejects_file.write(reject)
+
+
 class Importer:
     def __init__(
         self,
@@ -983,20 +1063,31 @@ class Importer:
                 batches = self._batches(source, parser, counter, writer)
                 # Parsing runs ahead of writing: in a child process on large files (two
                 # cores, no shared GIL), else on a thread.
+                # A dry run commits every batch: its rollback must not undo an earlier
+                # batch's seen-table rows.
+                commits = Commits(session, writer, report, rejects, every_batch=self.dry_run)
                 with interrupts_between_batches() as interrupted:
                     for batch in (read_in_child if in_child else read_ahead)(batches):
                         if progress and batch.bytes_read:
                             progress(batch.bytes_read)
                         if interrupted():
+                            commits.commit()
                             raise KeyboardInterrupt
-                        self._write_batch(session, writer, batch, report, rejects)
+                        with commits.writing():
+                            self._write_batch(session, writer, batch, commits)
                         if interrupted():
+                            commits.commit()
                             raise KeyboardInterrupt
+                        commits.commit_if_due()
+                    commits.commit()
             except KeyboardInterrupt:
-                session.rollback()
+                # Raised between batches (the progress callback, the reader): the batches
+                # written are whole and are kept. In the middle of one (a second Ctrl-C),
+                # everything since the last commit goes.
+                commits.commit_whole_or_roll_back()
                 report.interrupted = True
             except ParserStopped as exc:  # whole batches stay saved: say through which line
-                session.rollback()
+                commits.commit()
                 report.stopped = str(exc)
             finally:
                 writer.finish()
@@ -1056,36 +1147,19 @@ class Importer:
             ready.append((row.line, row.text, values, row.tags, row.status, writer.prepare(values)))
         return ready
 
-    def _write_batch(
-        self,
-        session: Session,
-        writer: BulkWriter,
-        batch: Batch,
-        report: ImportReport,
-        rejects_file: RejectsFile | None,
-    ) -> None:
+    def _write_batch(self, session: Session, writer: BulkWriter, batch: Batch, commits: Commits) -> None:
+        """Write one batch in the open transaction; `commits` reports it once committed."""
         rejects = [Reject(*reject) for reject in batch.rejects]
         new_rows, existing, seen = self._check_batch(writer, batch.rows, rejects)
-        if existing:
-            self._merge_existing(session, existing, report)
+        merged = self._merge_existing(session, existing) if existing else 0
         ids = self._insert(writer, new_rows)
-        report.added += len(new_rows)
         if self.dry_run:
             session.rollback()  # discard the batch; the seen-table below still records it
             seen.extend((row[2][1], row[0]) for row in new_rows)
         elif ids:
             self.added_lines.add(ids, [row[0] for row in new_rows])
         writer.record_seen(seen)
-        session.commit()
-        writer.after_commit()
-        report.committed_through = batch.last_line
-        rejects.sort(key=lambda reject: reject.line)
-        for reject in rejects:
-            report.rejected += 1
-            if len(report.rejects) < SHOWN_REJECTS:
-                report.rejects.append(reject)
-            if rejects_file:
-                rejects_file.write(reject)
+        commits.written(batch, len(new_rows), merged, len(existing) - merged, rejects)
 
     def _check_batch(
         self, writer: BulkWriter, batch: list[Parsed], rejects: list[Reject]
@@ -1135,19 +1209,17 @@ class Importer:
         seen.extend((row[2][1], row[0]) for row in existing)
         return [row for row in rows if row[2][1] not in found], existing, seen
 
-    def _merge_existing(self, session: Session, rows: list[Parsed], report: ImportReport) -> None:
+    def _merge_existing(self, session: Session, rows: list[Parsed]) -> int:
+        """Merge each row into its existing subscriber; how many of them changed."""
         subscribers = {
             subscriber.email_key: subscriber
             for subscriber in session.scalars(
                 select(Subscriber).where(Subscriber.email_key.in_([row[2][1] for row in rows]))
             )
         }
-        for row in rows:
-            if self._merge(session, subscribers[row[2][1]], row):
-                report.updated += 1
-            else:
-                report.unchanged += 1
+        changed = sum(self._merge(session, subscribers[row[2][1]], row) for row in rows)
         session.flush()
+        return changed
 
     def _merge(self, session: Session, subscriber: Subscriber, row: Parsed) -> bool:
         """Update name, tags, attributes; status may only move towards a final status."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -230,6 +231,39 @@ def test_interrupted_import_leaves_whole_batches_and_resumes(cli, tmp_path, monk
     db.dispose()
     assert stored > 0 and stored % 100 == 0  # whole batches only
     assert report.committed_through == stored + 1  # line numbers count the header
+    result = cli("subscribers", "import", path)
+    assert f"added {1000 - stored}, updated 0, unchanged {stored}, rejected 0." in result.stdout
+
+
+def test_a_second_interrupt_mid_batch_keeps_exactly_what_the_report_names(cli, tmp_path, monkeypatch):
+    """Batches are committed several at a time: an interrupt that lands inside a batch
+    (a second Ctrl-C) takes back everything since the last commit, and the report's
+    counts and last saved line say exactly what stayed."""
+    from newsletter import importer as importer_module
+
+    monkeypatch.setattr(importer_module, "BATCH_ROWS", 100)
+    monkeypatch.setattr(importer_module, "COMMIT_ROWS", 300)
+    rows = "".join(f"p{i}@example.com,Person {i}\n" for i in range(1000))
+    path = write_csv(tmp_path / "big.csv", "email,name\n" + rows)
+    inserts = {"count": 0}
+    real_insert = importer_module.Importer._insert
+
+    def second_ctrl_c_in_batch_five(self, writer, new_rows):
+        inserts["count"] += 1
+        if inserts["count"] == 5:
+            raise KeyboardInterrupt
+        return real_insert(self, writer, new_rows)
+
+    monkeypatch.setattr(importer_module.Importer, "_insert", second_ctrl_c_in_batch_five)
+    db = Database(cli.database_url)
+    report = importer_module.Importer(importer_module.SubscriberList(db, cli_secret())).run(Path(path))
+    with db.session() as session:
+        stored = len(session.scalars(select(Subscriber.id)).all())
+    db.dispose()
+    assert report.interrupted
+    assert stored == 300  # the first commit (batches 1-3); batch 4 went back with batch 5
+    assert report.added == stored and report.committed_through == stored + 1
+    monkeypatch.setattr(importer_module.Importer, "_insert", real_insert)
     result = cli("subscribers", "import", path)
     assert f"added {1000 - stored}, updated 0, unchanged {stored}, rejected 0." in result.stdout
 
