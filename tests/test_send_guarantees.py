@@ -31,17 +31,22 @@ def quick_timeouts(send_env, monkeypatch):
     return monkeypatch
 
 
+@pytest.mark.parametrize("pool", [1, 3])
 @pytest.mark.parametrize("fault", ["STORE_THEN_HANG", "STORE_THEN_CLOSE"])
-def test_lost_reply_after_the_message_is_unknown_and_sent_again_only_on_request(cli, quick_timeouts, fault):
-    addresses = ["a@example.com", "lost@example.com", "c@example.com"]
+def test_lost_reply_after_the_message_is_unknown_and_sent_again_only_on_request(cli, quick_timeouts, fault, pool):
+    # With a pool, the other connections hold messages in flight while the reply is lost.
+    addresses = ["a@example.com", "b@example.com", "lost@example.com", "c@example.com", "d@example.com"]
     add_subscribers(cli.database_url, addresses)
+    quick_timeouts.setenv("NEWSLETTER_SMTP_POOL", str(pool))
     with SMTPServer(Script(data={"lost@example.com": [fault]})) as server:
         server.handler.hang_seconds = 4  # past smtp_data_timeout = 2
         quick_timeouts.setenv("NEWSLETTER_SMTP_URL", server.url)
         result = cli("send", str(SAMPLE_ISSUE), "--yes")
         assert server.handler.received_by() == {address: 1 for address in addresses}
-        assert delivery_states(cli.database_url)["lost@example.com"] == "unknown"
-        assert "sent 2, failed 0, unknown 1" in result.stdout
+        states = delivery_states(cli.database_url)
+        assert states["lost@example.com"] == "unknown"
+        assert {state for address, state in states.items() if address != "lost@example.com"} == {"sent"}
+        assert "sent 4, failed 0, unknown 1" in result.stdout
         shown = cli("campaigns", "show", "1").stdout
         assert "unknown (the server may have them; not retried automatically)" in shown
         assert "no answer after the message was sent" in shown and "the server may have it" in shown
@@ -53,7 +58,9 @@ def test_lost_reply_after_the_message_is_unknown_and_sent_again_only_on_request(
         assert server.handler.received_by()["lost@example.com"] == 1
         retried = cli("campaigns", "retry", "1", "--unknown")
         assert "Requeued 0 temporary failure(s) and 1 unknown." in retried.stdout
-        assert server.handler.received_by() == {"a@example.com": 1, "lost@example.com": 2, "c@example.com": 1}
+        assert server.handler.received_by() == {
+            address: 2 if address.startswith("lost") else 1 for address in addresses
+        }
         copies = [m for m in server.handler.messages if m["To"].addresses[0].addr_spec == "lost@example.com"]
     assert delivery_states(cli.database_url)["lost@example.com"] == "sent"
     # Both copies carry the same Message-ID: the receiver can tell the second is a duplicate.
@@ -309,10 +316,12 @@ def test_import_takes_what_can_be_delivered_and_says_why_not(cli, send_env, tmp_
     assert again.exit_code == 1 and "already" in (again.stderr + again.stdout).lower()
 
 
-def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sqlite_url, send_env):
+@pytest.mark.parametrize("pool", [1, 3])
+def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sqlite_url, send_env, pool):
     """Ctrl-C twice while waiting for the answer to a message the server has stored: the send
-    stops at once, the delivery is `unknown` (not queued), and a resume never repeats it."""
-    addresses = ["a@example.com", "held@example.com", "c@example.com"]
+    stops at once, the delivery is `unknown` (not queued), and a resume never repeats it.
+    With a pool, messages whose answer had already come are recorded as what it said."""
+    addresses = ["a@example.com", "b@example.com", "held@example.com", "c@example.com", "d@example.com"]
     add_subscribers(sqlite_url, addresses)
     with SMTPServer(Script(data={"held@example.com": ["STORE_THEN_HANG"]})) as server:
         server.handler.hang_seconds = 30
@@ -323,6 +332,7 @@ def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sq
             "NEWSLETTER_ADAPTER": "smtp",
             "NEWSLETTER_SMTP_URL": server.url,
             "NEWSLETTER_SMTP_DATA_TIMEOUT": "60",
+            "NEWSLETTER_SMTP_POOL": str(pool),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
@@ -341,7 +351,10 @@ def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sq
         out, err = process.communicate(timeout=20)  # well before the 30 s answer
         assert process.returncode == 130, err
         assert "Ctrl-C again to stop now" in err and "newsletter campaigns resume 1" in err
-        assert delivery_states(sqlite_url)["held@example.com"] == "unknown"
+        states = delivery_states(sqlite_url)
+        assert states["held@example.com"] == "unknown"
+        # Every other reader was either answered (sent) or never started (still queued).
+        assert {state for address, state in states.items() if address != "held@example.com"} <= {"sent", "queued"}
         server.handler.hang_seconds = 0
         resumed = subprocess.run(
             [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True

@@ -4,8 +4,6 @@ commits skip the wait for the disk."""
 
 from __future__ import annotations
 
-import threading
-
 from sqlalchemy import text
 
 from newsletter.config import load_settings
@@ -26,30 +24,36 @@ def messages(count: int) -> list[Message]:
 
 
 def test_every_pool_connection_records_before_its_next_message(monkeypatch):
-    events: list[tuple[str, int, int]] = []  # (what, delivery, thread)
-    lock = threading.Lock()
-    original = _Connection.send
+    """A pool keeps a message in flight on every connection at once, and each connection
+    records its message before it starts the next."""
+    events: list[tuple[str, int, int]] = []  # (what, delivery, connection)
+    started_on: dict[int, int] = {}
+    original = _Connection.begin
 
-    def send(self, message):
-        with lock:
-            events.append(("start", message.delivery_id, threading.get_ident()))
+    def begin(self, message):
+        started_on[message.delivery_id] = id(self)
+        events.append(("start", message.delivery_id, id(self)))
         return original(self, message)
 
     def record(result):
-        with lock:
-            events.append(("recorded", result.message.delivery_id, threading.get_ident()))
+        delivery = result.message.delivery_id
+        events.append(("recorded", delivery, started_on[delivery]))
 
-    monkeypatch.setattr(_Connection, "send", send)
+    monkeypatch.setattr(_Connection, "begin", begin)
     with SMTPServer() as server:
         adapter = SMTPAdapter(server.url, pool=3)
         with adapter:
             results = list(adapter.send(iter(messages(30)), record=record))
         assert len(server.handler.messages) == 30
+        assert server.handler.connections == 3
     assert sorted(result.message.delivery_id for result in results) == list(range(30))
-    threads = {thread for _, _, thread in events}
-    assert len(threads) > 1  # the pool did send in parallel
-    for thread in threads:
-        mine = [(what, delivery) for what, delivery, who in events if who == thread]
+    in_flight = most_in_flight = 0
+    for what, _, _ in events:
+        in_flight += 1 if what == "start" else -1
+        most_in_flight = max(most_in_flight, in_flight)
+    assert most_in_flight == 3  # the pool did send in parallel
+    for connection in {who for _, _, who in events}:
+        mine = [(what, delivery) for what, delivery, who in events if who == connection]
         # start 1, recorded 1, start 2, recorded 2, ...: never two starts in a row
         assert [what for what, _ in mine] == ["start", "recorded"] * (len(mine) // 2)
         assert [delivery for _, delivery in mine[::2]] == [delivery for _, delivery in mine[1::2]]

@@ -1,20 +1,19 @@
 """SMTP through smtplib: SSL or STARTTLS, AUTH, connections kept open and reused.
 
 One connection carries every message of a campaign; a dropped connection or a 421 closes
-it and the next message opens a new one. With smtp_pool > 1, that many connections send
-in parallel threads.
+it and the next message opens a new one. With smtp_pool > 1, that many connections each
+hold a message in flight, driven in turn by one thread (SMTPAdapter._send_pooled).
 """
 
 from __future__ import annotations
 
 import functools
-import queue
+import select
 import smtplib
 import socket
 import ssl
-import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, DeliveryError
@@ -30,6 +29,8 @@ class _Connection:
     def __init__(self, adapter: SMTPAdapter):
         self.adapter = adapter
         self.client: smtplib.SMTP | None = None
+        self.message: Message | None = None  # in flight on this connection
+        self.step: str | None = None  # what the server owes: "envelope" (MAIL, RCPT, DATA) or "final"
 
     def ensure(self) -> smtplib.SMTP:
         if self.client is None:
@@ -52,75 +53,152 @@ class _Connection:
             self.client = None
 
     def send(self, message: Message) -> Result:
-        """One transaction in its phases. Until the final '.' is written the server cannot
-        have the message, so a failure is transient; after it, a lost reply is `unknown`."""
+        """One transaction, start to end (a single connection)."""
+        result = self.begin(message)
+        while result is None:
+            result = self.advance()
+        return result
+
+    # A transaction runs in steps, so that a pool can keep a message in flight on every
+    # connection from one thread (SMTPAdapter._send_pooled): `begin` writes the envelope,
+    # each `advance` reads what the server owes and writes what comes next, until one
+    # returns the Result. Until the final '.' is written the server cannot have the
+    # message, so a failure is transient; after it, a lost reply is `unknown`.
+
+    def begin(self, message: Message) -> Result | None:
+        """Start `message`: None while the server owes replies (step 'envelope' or 'final')."""
         where = self.adapter.where
         client = self.ensure()  # an unreachable server raises DeliveryError: an outage
+        self.message = message
         try:
             options = []
             if not message.to_email.isascii() or not message.envelope_from.isascii():
                 if not client.has_extn("smtputf8"):
                     self._reset()
-                    return permanent(
-                        message,
-                        f"{where}: the address has non-ASCII characters before the @ and this server "
-                        "does not offer SMTPUTF8",
-                        bounce=False,
+                    return self._done(
+                        permanent(
+                            message,
+                            f"{where}: the address has non-ASCII characters before the @ and this server "
+                            "does not offer SMTPUTF8",
+                            bounce=False,
+                        )
                     )
                 options = ["SMTPUTF8"]
             if not options and self.pipelining:
-                failed = self._envelope_pipelined(client, message)
-                if failed is not None:
-                    return failed
-            else:
-                code, text = client.mail(message.envelope_from, options)
-                if code != 250:
-                    return self._sender_refused(message, code, text)
-                code, text = client.rcpt(message.to_email)
-                if code not in (250, 251):
-                    return self._reply(message, code, text)
-                code, text = client.docmd("DATA")
-                if code != 354:
-                    return self._reply(message, code, text)
+                sender, recipient = message.smtp_envelope()
+                client.send(f"MAIL FROM:{sender}\r\nRCPT TO:{recipient}\r\nDATA\r\n")
+                self.step = "envelope"
+                return None
+            code, text = client.mail(message.envelope_from, options)
+            if code != 250:
+                return self._done(self._sender_refused(message, code, text))
+            code, text = client.rcpt(message.to_email)
+            if code not in (250, 251):
+                return self._done(self._reply(message, code, text))
+            code, text = client.docmd("DATA")
+            if code != 354:
+                return self._done(self._reply(message, code, text))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop()
-            return transient(message, f"{where}: connection lost before the message was sent ({type(exc).__name__})")
+            return self._done(self._lost_before(message, exc))
+        return self._write_message()
+
+    def advance(self) -> Result | None:
+        """Read what the server owes for the message in flight and go on."""
+        message = self.message
+        assert message is not None and self.client is not None
+        if self.step == "final":
+            return self._final_reply()
         try:
-            client.send(message.as_wire())
+            failed = self._envelope_replies(self.client, message)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.drop()
+            return self._done(self._lost_before(message, exc))
+        if failed is not None:
+            return self._done(failed)
+        return self._write_message()
+
+    def abandon(self) -> Result | None:
+        """Stop at once (a pool interrupted): the message in flight is `unknown` if the
+        server may have it whole, else it was never sent (None) and stays queued."""
+        message, step = self.message, self.step
+        if message is not None and step == "final" and self._answer_arrived():
+            try:  # the server has already answered: record what it said, not `unknown`
+                return self._final_reply(timeout=0.2)
+            except KeyboardInterrupt:
+                pass
+        self.drop(polite=False)
+        self._done(None)
+        if message is not None and step == "final":
+            return self._stopped_waiting(message)
+        return None
+
+    def _answer_arrived(self) -> bool:
+        sock = self.client.sock if self.client is not None else None
+        try:
+            return sock is not None and bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def _write_message(self) -> Result | None:
+        message = self.message
+        assert message is not None and self.client is not None
+        try:
+            self.client.send(message.as_wire())
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop()  # the final '.' did not go out whole: the server cannot have the message
-            return transient(message, f"{where}: connection lost while sending the message ({type(exc).__name__})")
+            return self._done(
+                transient(
+                    message,
+                    f"{self.adapter.where}: connection lost while sending the message ({type(exc).__name__})",
+                )
+            )
+        self.step = "final"
+        return None
+
+    def _final_reply(self, timeout: float | None = None) -> Result:
+        message, client, where = self.message, self.client, self.adapter.where
+        assert message is not None and client is not None
         try:
             if client.sock is not None:
-                client.sock.settimeout(self.adapter.data_timeout)
+                client.sock.settimeout(self.adapter.data_timeout if timeout is None else timeout)
             code, text = client.getreply()
             if client.sock is not None:
                 client.sock.settimeout(self.adapter.timeout)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.drop(polite=False)
             kind = "timed out" if "timed out" in str(exc) or isinstance(exc, TimeoutError) else "connection closed"
-            return unknown(message, f"{where}: no answer after the message was sent ({kind}); the server may have it")
+            return self._done(
+                unknown(message, f"{where}: no answer after the message was sent ({kind}); the server may have it")
+            )
         except KeyboardInterrupt:  # stopped at once while the server had the whole message
             self.drop(polite=False)
-            raise InterruptedAfterData(
-                unknown(
-                    message,
-                    f"{where}: stopped while waiting for the answer to the message; the server may have it",
-                )
-            ) from None
+            self._done(None)
+            raise InterruptedAfterData(self._stopped_waiting(message)) from None
         if code != 250:
-            return self._reply(message, code, text)
-        return accepted(message, provider_id=message.message_id)
+            return self._done(self._reply(message, code, text))
+        return self._done(accepted(message, provider_id=message.message_id))
+
+    def _stopped_waiting(self, message: Message) -> Result:
+        where = self.adapter.where
+        return unknown(message, f"{where}: stopped while waiting for the answer to the message; the server may have it")
+
+    def _lost_before(self, message: Message, exc: BaseException) -> Result:
+        return transient(
+            message, f"{self.adapter.where}: connection lost before the message was sent ({type(exc).__name__})"
+        )
+
+    def _done(self, result: Result | None) -> Result | None:
+        self.message, self.step = None, None
+        return result
 
     @property
     def pipelining(self) -> bool:
         return self.client is not None and self.client.has_extn("pipelining")
 
-    def _envelope_pipelined(self, client: smtplib.SMTP, message: Message) -> Result | None:
-        """MAIL, RCPT and DATA in one write, then their three replies (RFC 2920): one round
-        trip instead of three. None when the server is ready for the message."""
-        sender, recipient = message.smtp_envelope()
-        client.send(f"MAIL FROM:{sender}\r\nRCPT TO:{recipient}\r\nDATA\r\n")
+    def _envelope_replies(self, client: smtplib.SMTP, message: Message) -> Result | None:
+        """The replies to MAIL, RCPT and DATA, written in one go by `begin` (RFC 2920): one
+        round trip instead of three. None when the server is ready for the message."""
         mail, rcpt, data = client.getreply(), client.getreply(), client.getreply()
         if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
             client.send(b".\r\n")  # a server that opened DATA anyway: end it empty
@@ -137,6 +215,7 @@ class _Connection:
         if 400 <= code < 500:
             return self._reply(message, code, text)
         self._reset()
+        self._done(None)
         raise DeliveryError(
             f"{self.adapter.where}: the server refuses the sender {message.envelope_from!r}: {code} {_text(text)}",
             hint="check from_address and that this server may send for its domain",
@@ -200,9 +279,7 @@ class SMTPAdapter(Adapter):
         self.data_timeout = data_timeout
         self.where = f"{self.host}:{self.port}"
         self._pool_size = pool
-        self._connections: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
         self._all: list[_Connection] = []
-        self._executor: ThreadPoolExecutor | None = None
 
     @functools.cached_property
     def _tls_context(self) -> ssl.SSLContext:
@@ -249,29 +326,29 @@ class SMTPAdapter(Adapter):
         return client
 
     def open(self) -> None:
-        for _ in range(self._pool_size):
-            connection = _Connection(self)
-            self._all.append(connection)
-            self._connections.put(connection)
-        if self._pool_size > 1:
-            self._executor = ThreadPoolExecutor(self._pool_size, thread_name_prefix="smtp")
+        self._all = [_Connection(self) for _ in range(self._pool_size)]
 
     def close(self) -> None:
-        if self._executor:
-            self._executor.shutdown(wait=True)
-            self._executor = None
         for connection in self._all:
             connection.drop()
-        self._all.clear()
-        self._connections = queue.SimpleQueue()
+        self._all = []
 
     @property
     def parallel(self) -> bool:
         return self._pool_size > 1
 
-    def _send_one(self, message: Message, record: Callable[[Result], None] | None = None) -> Result:
-        connection = self._connections.get()
-        try:
+    def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
+        """Each message as it is taken, recorded (`record`) before its connection takes
+        the next one. One connection: one transaction after another. A pool: see
+        _send_pooled."""
+        if not self.parallel:
+            yield from self._send_single(messages, record)
+        else:
+            yield from self._send_pooled(iter(messages), record or (lambda result: None))
+
+    def _send_single(self, messages: Iterable[Message], record: Callable[[Result], None] | None) -> Iterator[Result]:
+        connection = self._all[0]
+        for message in messages:
             try:
                 result = connection.send(message)
             except InterruptedAfterData as interrupted:
@@ -279,52 +356,87 @@ class SMTPAdapter(Adapter):
                     record(interrupted.result)
                 raise
             if record is not None:
-                record(result)  # before this connection takes its next message
-            return result
-        finally:
-            self._connections.put(connection)
+                record(result)
+            yield result
 
-    def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
-        """One connection: each message as it is built. A pool: one thread per connection
-        takes the next message itself (its check runs then), sends it and records it, so
-        no connection waits for the caller, and the caller only hears the results."""
-        if self._executor is None:
-            for message in messages:
-                yield self._send_one(message, record)
-            return
-        source = iter(messages)
-        taking = threading.Lock()  # the message iterator is a generator: one taker at a time
-        results: queue.SimpleQueue[Result | BaseException | None] = queue.SimpleQueue()
-        stop = threading.Event()
+    def _send_pooled(self, source: Iterator[Message], record: Callable[[Result], None]) -> Iterator[Result]:
+        """Every connection holds one message in flight, and this one thread goes round
+        them, oldest step first: while it waits for one server reply, the other
+        connections' messages are on their way. No thread per connection: threads took
+        turns at the interpreter lock for every reply, and a pool of 4 sent fewer messages
+        per second than one connection (docs/performance.md).
 
-        def work() -> None:
-            try:
-                while not stop.is_set():
-                    with taking:
-                        message = next(source, None)
-                    if message is None:
-                        return
-                    results.put(self._send_one(message, record))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                stop.set()
-                results.put(exc)
-            finally:
-                results.put(None)
-
-        workers = [self._executor.submit(work) for _ in range(self._pool_size)]
-        running = len(workers)
+        A message is taken from `source` (where its last check runs) only when a
+        connection is free to start it at once. Whatever stops the pool (the caller, an
+        outage, an error) lets the messages in flight finish and be recorded first; a
+        Ctrl-C records at once as `unknown` those the server may have whole, and leaves
+        the others queued. Waiting on the oldest step first means one stalled connection
+        holds up the others for up to its timeout; each message's outcome stays exact."""
+        idle = list(reversed(self._all))
+        ring: deque[_Connection] = deque()
+        taking = True
         try:
-            while running:
-                item = results.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    raise item
+            while True:
+                while taking and idle:
+                    message = next(source, None)
+                    if message is None:
+                        taking = False
+                        break
+                    connection = idle.pop()
+                    result = connection.begin(message)
+                    if result is None:
+                        ring.append(connection)
+                    else:
+                        record(result)
+                        idle.append(connection)
+                        yield result
+                if not ring:
+                    return
+                connection = ring.popleft()
+                result = connection.advance()
+                if result is None:
+                    ring.append(connection)
                 else:
-                    yield item
-        finally:
-            stop.set()  # stopped early or failed: let what was handed over finish and be recorded
-            wait(workers)
+                    record(result)
+                    idle.append(connection)
+                    yield result
+        except InterruptedAfterData as interrupted:
+            record(interrupted.result)
+            self._abandon(ring, record)
+            raise
+        except KeyboardInterrupt:
+            self._abandon([*ring, *self._all], record)
+            raise
+        except BaseException:
+            self._finish(ring, record)
+            raise
+
+    def _finish(self, ring: deque[_Connection], record: Callable[[Result], None]) -> None:
+        """Let the messages in flight finish, recording each (the pool is stopping)."""
+        try:
+            while ring:
+                connection = ring.popleft()
+                try:
+                    result = connection.advance()
+                except DeliveryError:
+                    continue
+                if result is None:
+                    ring.append(connection)
+                else:
+                    record(result)
+        except InterruptedAfterData as interrupted:
+            record(interrupted.result)
+            self._abandon(ring, record)
+            raise
+        except KeyboardInterrupt:
+            self._abandon([*ring, *self._all], record)
+            raise
+
+    def _abandon(self, connections: Iterable[_Connection], record: Callable[[Result], None]) -> None:
+        for connection in connections:
+            result = connection.abandon()
+            if result is not None:
+                record(result)
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         return self.send(messages)
