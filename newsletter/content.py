@@ -185,7 +185,7 @@ def load_issue(path: str | Path, problems: list[ContentError] | None = None) -> 
 def parse_issue(source: str, path: Path, problems: list[ContentError] | None = None) -> Issue:
     front, body, body_line = split_front_matter(source, path)
     lines = front_matter_lines(source)
-    nonce = secrets.token_hex(4)
+    nonce = _marker_nonce(source)
     slots: dict[str, Slot] = {}
     body = lift_expressions(body, body_line, path, nonce, slots, problems)
     blocks = parse_blocks(body, body_line, path, problems)
@@ -407,6 +407,14 @@ def check_expression(expression: str, where: str) -> None:
 def _short(text: str, limit: int = 40) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _marker_nonce(source: str) -> str:
+    """The slot markers' nonce: from the issue's own text, so the same issue renders to the
+    same HTML (and its inlined CSS can be remembered, render.inline_css_cached), yet
+    text that spells a marker would have to contain its own hash. Random in that case."""
+    nonce = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return nonce if f"zslot{nonce}" not in source else secrets.token_hex(4)
 
 
 def slot_marker(nonce: str, index: int) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cache
 from .chromium import DESKTOP_WINDOW, PHONE_WIDTH, offline_page, require_chromium, with_browser
 from .config import Settings
 from .content import Issue, load_issue
@@ -38,6 +39,7 @@ MODES = ("light", "dark")
 _CACHE: dict[str, list[TextContrast]] = {}
 _CACHE_LOCK = threading.Lock()
 DISK_CACHE_KEEP = 64  # measurements kept on disk (a few KB each); the oldest go first
+CACHE_KIND = "contrast"  # in the user's cache folder (cache.py)
 log = logging.getLogger("newsletter.contrast")
 
 # Runs in the page: one record per visible element that has text of its own.
@@ -243,22 +245,18 @@ def measure_cached(html: str) -> list[TextContrast]:
         if key in _CACHE:
             return _CACHE[key]
     executable = require_chromium()  # a missing browser says so, remembered measurement or not
-    stored = contrast_cache_dir() / f"{_disk_key(key, executable)}.json"
+    stored = f"{_disk_key(key, executable)}.json"
     measured = _read_measurement(stored)
     if measured is None:
         measured = with_browser(lambda browser: measure_html(browser, html))
-        _write_measurement(stored, measured)
+        cache.write_entry(
+            CACHE_KIND, stored, json.dumps([dataclasses.asdict(item) for item in measured]), DISK_CACHE_KEEP
+        )
     with _CACHE_LOCK:
         if len(_CACHE) >= 32:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = measured
     return measured
-
-
-def contrast_cache_dir() -> Path:
-    """Where measurements are kept between runs: $XDG_CACHE_HOME/newsletter/contrast (the
-    XDG base directory convention; ~/.cache by default). Safe to delete at any time."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / "contrast"
 
 
 def _disk_key(html_key: str, executable: str) -> str:
@@ -273,28 +271,15 @@ def _disk_key(html_key: str, executable: str) -> str:
     return hashlib.sha256(f"{html_key}\0{browser}\0{method}".encode()).hexdigest()
 
 
-def _read_measurement(path: Path) -> list[TextContrast] | None:
-    try:
-        return [TextContrast(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
-    except FileNotFoundError:
+def _read_measurement(name: str) -> list[TextContrast] | None:
+    stored = cache.read_entry(CACHE_KIND, name)
+    if stored is None:
         return None
-    except (OSError, ValueError, TypeError) as exc:  # a damaged entry is measured again
-        log.debug("contrast cache %s unreadable (%s); measuring again", path, exc)
-        return None
-
-
-def _write_measurement(path: Path, measured: list[TextContrast]) -> None:
-    """Best effort: a cache that cannot be written only costs the next run a browser launch."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        temporary.write_text(json.dumps([dataclasses.asdict(item) for item in measured]), encoding="utf-8")
-        os.replace(temporary, path)  # whole or not at all, whoever else writes the same entry
-        kept = sorted(path.parent.glob("*.json"), key=lambda entry: entry.stat().st_mtime)
-        for old in kept[:-DISK_CACHE_KEEP]:
-            old.unlink(missing_ok=True)
-    except OSError as exc:
-        log.debug("contrast cache %s not written (%s)", path, exc)
+        return [TextContrast(**item) for item in json.loads(stored)]
+    except (ValueError, TypeError) as exc:  # a damaged entry is measured again
+        log.debug("contrast cache entry %s unreadable (%s); measuring again", name, exc)
+        return None
 
 
 def check_issue_contrast(settings: Settings, issue_path: str | Path) -> list[Finding]:

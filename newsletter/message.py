@@ -106,7 +106,7 @@ class Message:
         """MAIL FROM and RCPT TO's addresses as smtplib quotes them (parsed once: each
         parse costs more than the rest of the SMTP exchange's Python)."""
         if self._envelope is None:
-            self._envelope = (smtplib.quoteaddr(self.envelope_from), smtplib.quoteaddr(self.to_email))
+            self._envelope = (quote_address(self.envelope_from), quote_address(self.to_email))
         return self._envelope
 
     def for_wire(self) -> Message:
@@ -235,6 +235,16 @@ def _dot_unstuffed(stuffed: bytes) -> bytes:
     """_dot_stuffed undone: every line start's "." was doubled, so one of each pair goes."""
     lines = stuffed.replace(b"\n..", b"\n.")
     return lines[1:] if lines.startswith(b"..") else lines
+
+
+# A dot-atom address of the common letters: smtplib.quoteaddr would only put it in <>.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
+
+
+def quote_address(address: str) -> str:
+    """smtplib.quoteaddr's answer, without its full parse for a plain address (the parse
+    cost 20 us, two per message: a tenth of composing one)."""
+    return f"<{address}>" if _PLAIN_ADDRESS.match(address) else smtplib.quoteaddr(address)
 
 
 _NOT_A_BREAK = re.compile(r"[^;, \t]")

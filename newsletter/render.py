@@ -9,6 +9,7 @@ attributes, so the result equals inlining every message separately (tests prove 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import traceback
@@ -29,6 +30,7 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError
 from markupsafe import Markup, escape
 
+from . import cache
 from .config import Settings
 from .content import Block, Issue, Slot, expression_env, slot_marker
 from .errors import ContentError
@@ -234,18 +236,40 @@ def markers_inside_tags(document: str, markers: list[str]) -> frozenset[str]:
     return frozenset(inside)
 
 
-def inline_css(html: str) -> str:
-    import premailer  # with cssutils, lxml and requests: loaded only where an issue is rendered, not to send one
+INLINED_KEEP = 16  # inlined issues kept in the user's cache folder (tens of KB each)
+INLINE_OPTIONS = {
+    "disable_validation": True,
+    "allow_network": False,
+    "keep_style_tags": False,
+    "remove_classes": False,
+    "strip_important": False,
+}
 
-    return premailer.Premailer(
-        html,
-        disable_validation=True,
-        allow_network=False,
-        keep_style_tags=False,
-        remove_classes=False,
-        strip_important=False,
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform()
+
+def inline_css_cached(html: str) -> str:
+    """inline_css, remembered on disk per exact HTML (the CSS is in it) and premailer and
+    cssutils versions: `send` after `lint` of the same issue, or a second send, neither
+    inlines again nor loads premailer (a third of a second together)."""
+    from importlib.metadata import version
+
+    versions = f"premailer {version('premailer')} cssutils {version('cssutils')} {INLINE_OPTIONS}"
+    key = _digest(f"{versions}\0{html}")
+    entry = cache.read_entry("inlined", f"{key}.html") or ""
+    digest, _, inlined = entry.partition("\n")
+    if digest != _digest(inlined):  # none yet, or damaged: never send what was not inlined whole
+        inlined = inline_css(html)
+        cache.write_entry("inlined", f"{key}.html", f"{_digest(inlined)}\n{inlined}", INLINED_KEEP)
+    return inlined
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def inline_css(html: str) -> str:
+    import premailer  # with cssutils, lxml and requests: loaded only where an issue is inlined afresh
+
+    return premailer.Premailer(html, **INLINE_OPTIONS, cssutils_logging_level=logging.CRITICAL).transform()
 
 
 class Renderer:
@@ -312,7 +336,7 @@ class Renderer:
 
     def render(self, issue: Issue) -> RenderedIssue:
         refuse_script_urls(issue)
-        html = inline_css(self.render_html_with_markers(issue))
+        html = inline_css_cached(self.render_html_with_markers(issue))
         text = self.render_text_with_markers(issue)
         markers = list(issue.slots)
         return RenderedIssue(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter import content as content_module
 from newsletter import message as message_module
 from newsletter.campaigns import Composer
 from newsletter.config import load_settings
@@ -36,8 +37,11 @@ READERS = {
 
 
 def pinned_again(monkeypatch):
-    """Pin what legitimately varies between two builds: boundary, Message-ID and Date."""
+    """Pin what legitimately varies between two builds: boundary, Message-ID and Date; and
+    the slot markers' nonce as the fixtures were made (a marker's length decides where the
+    text part wraps a line holding a personal value)."""
     monkeypatch.setattr(message_module.secrets, "token_hex", lambda n=None: "0123456789abcdef01234567")
+    monkeypatch.setattr(content_module, "_marker_nonce", lambda source: "0123456789abcdef01234567")
     monkeypatch.setattr(message_module, "make_msgid", lambda domain=None, **kw: f"<fixed.id@{domain}>")
     monkeypatch.setattr(message_module, "formatdate", lambda *a, **kw: "Thu, 26 Nov 2026 12:00:00 GMT")
     monkeypatch.setattr(message_module, "_last_date", (-1, ""), raising=False)
@@ -180,13 +184,14 @@ def test_list_unsubscribe_is_never_an_encoded_word(pinned):
     assert https.startswith("<http") and mailto.startswith("<mailto:") and mailto.endswith(">")
 
 
-def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch):
+def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch, tmp_path):
     """However many readers, `send` renders and inlines the issue once (lint included)."""
     from newsletter import render
 
     from .helpers import add_subscribers
     from .smtp_server import SMTPServer
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing remembered yet
     calls = []
     original = render.inline_css
     monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or original(html))
@@ -197,6 +202,38 @@ def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch):
         assert len(server.handler.messages) == 12
     assert "sent 12," in result.stdout
     assert len(calls) == 1
+
+
+def test_send_after_lint_reuses_the_inlined_issue_until_it_changes(cli, monkeypatch, tmp_path):
+    """`lint` inlines the issue's CSS and remembers it (the user's cache folder): the send or
+    preview that follows builds the same bytes without inlining again; a damaged entry and an
+    edited issue are inlined afresh."""
+    import shutil
+
+    from newsletter import render
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    original = render.inline_css
+    monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or original(html))
+    issue = tmp_path / SAMPLE_ISSUE.name
+    shutil.copy(SAMPLE_ISSUE, issue)
+    cli("lint", str(issue), expect=None)
+    assert len(calls) == 1
+    settings = load_settings()  # as the command found them (newsletter.toml here, the environment)
+    remembered = Renderer(settings).render(load_issue(issue))
+    assert len(calls) == 1
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    fresh = Renderer(settings).render(load_issue(issue))
+    assert len(calls) == 2
+    assert remembered == fresh
+    for entry in (tmp_path / "elsewhere" / "newsletter" / "inlined").iterdir():
+        entry.write_text(entry.read_text(encoding="utf-8")[:-200], encoding="utf-8")  # a damaged entry
+    assert Renderer(settings).render(load_issue(issue)) == fresh
+    assert len(calls) == 3
+    issue.write_text(issue.read_text(encoding="utf-8").replace("anxiety", "worry", 1), encoding="utf-8")
+    Renderer(settings).render(load_issue(issue))
+    assert len(calls) == 4
 
 
 def test_smtp_form_is_the_message_dot_stuffed(pinned):
@@ -265,3 +302,47 @@ def test_compose_process_hands_over_the_same_bytes(pinned):
         )
     for sample in (b".a\r\n.b\r\n..c\r\nd.\r\n", b"a\r\n", b".", b"", b"..\r\n...\r\n"):
         assert message_module._dot_unstuffed(message_module._dot_stuffed(sample)) == sample
+
+
+ENVELOPE_ADDRESSES = [
+    "p1@example.com",
+    "Ana.Lopez+news@Example.ORG",
+    "bounce+7.123.abcdef@news.example.com",
+    "a..b@example.com",
+    ".lead@example.com",
+    "trail.@example.com",
+    '"quoted local"@example.com',
+    "name <x@example.com>",
+    "x@[127.0.0.1]",
+    "x@example..com",
+    "x@-example.com",
+    "o'brien@example.com",
+    "ana@exämple.com",
+    "anä@example.com",
+    "x@example.com.",
+    "(comment)x@example.com",
+    "",
+    "no-at-sign",
+]
+
+
+@pytest.mark.parametrize("address", ENVELOPE_ADDRESSES)
+def test_envelope_addresses_are_quoted_as_smtplib_quotes_them(address):
+    import smtplib
+
+    assert message_module.quote_address(address) == smtplib.quoteaddr(address)
+
+
+def test_generated_envelope_addresses_are_quoted_as_smtplib_quotes_them():
+    import random
+    import smtplib
+
+    pick = random.Random(12)
+    plain, tricky = "aZ09_+-.@", "aZ09_+-.@\"'<> ()[],;:\\é"
+    plain_ones = 0
+    for index in range(10000):
+        letters = plain if index % 2 else tricky
+        address = "".join(pick.choice(letters) for _ in range(pick.randint(1, 14)))
+        assert message_module.quote_address(address) == smtplib.quoteaddr(address), address
+        plain_ones += bool(message_module._PLAIN_ADDRESS.match(address))
+    assert plain_ones > 100  # the short cut itself was tried, not only the parse it stands for
