@@ -119,6 +119,12 @@ def test_real_send_refuses_a_local_base_url_unless_told(cli, send_env, monkeypat
         assert "Dry run" in cli("send", str(SAMPLE_ISSUE), "--dry-run").stdout  # sends nothing: fine
         cli("send", str(SAMPLE_ISSUE), "--yes", "--insecure-base-url")
         assert len(server.handler.raw) == 1
+        # What sends a campaign's messages later makes its links then: the same check.
+        for later in (["campaigns", "resume", "1"], ["campaigns", "retry", "1", "--unknown"]):
+            refused = cli(*later, expect=1)
+            assert "refusing a real send" in refused.stderr and "--insecure-base-url" in refused.stderr
+            cli(*later, "--insecure-base-url")
+        assert len(server.handler.raw) == 1
     monkeypatch.setenv("NEWSLETTER_ADAPTER", "outbox")  # the outbox is not a real send
     cli("send", str(SAMPLE_ISSUE), "--yes", "--again")
 

@@ -316,11 +316,14 @@ def test_import_takes_what_can_be_delivered_and_says_why_not(cli, send_env, tmp_
     assert again.exit_code == 1 and "already" in (again.stderr + again.stdout).lower()
 
 
+@pytest.mark.parametrize("presses", [2, 5])
 @pytest.mark.parametrize("pool", [1, 3])
-def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sqlite_url, send_env, pool):
+def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sqlite_url, send_env, pool, presses):
     """Ctrl-C twice while waiting for the answer to a message the server has stored: the send
     stops at once, the delivery is `unknown` (not queued), and a resume never repeats it.
-    With a pool, messages whose answer had already come are recorded as what it said."""
+    With a pool, messages whose answer had already come are recorded as what it said. More
+    presses right after the second (5 ms apart: a held-down key) change nothing: they used
+    to cut short the recording of `unknown`, and the resume sent those messages again."""
     addresses = ["a@example.com", "b@example.com", "held@example.com", "c@example.com", "d@example.com"]
     add_subscribers(sqlite_url, addresses)
     with SMTPServer(Script(data={"held@example.com": ["STORE_THEN_HANG"]})) as server:
@@ -348,6 +351,9 @@ def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sq
         process.send_signal(signal.SIGINT)
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)
+        for _ in range(presses - 2):
+            time.sleep(0.005)
+            process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=20)  # well before the 30 s answer
         assert process.returncode == 130, err
         assert "Ctrl-C again to stop now" in err and "newsletter campaigns resume 1" in err
@@ -381,3 +387,120 @@ def test_an_smtp_url_with_a_bad_port_is_a_setting_error(cli, send_env, monkeypat
     assert "smtp_url" in refused.stderr and "port" in refused.stderr and "unexpected" not in refused.stderr
     monkeypatch.delenv("NEWSLETTER_SMTP_URL")
     assert "No campaigns yet" in cli("campaigns", "list").stdout
+
+
+@pytest.mark.parametrize("pool", [1, 3])
+def test_ctrl_c_twice_while_an_answer_waits_for_a_locked_row_keeps_the_answer(postgres_url, send_env, pool):
+    """The server accepted a message, and its record waits for a row another program holds
+    locked (PostgreSQL): Ctrl-C twice (and more) must not drop that answer, or the resume
+    would send the message again. The stop waits for the record, then happens."""
+    from sqlalchemy import create_engine, text
+
+    addresses = ["a@example.com", "held@example.com", "b@example.com", "c@example.com", "d@example.com"]
+    add_subscribers(postgres_url, addresses)
+    with SMTPServer(Script(data={"held@example.com": ["STORE_THEN_HANG"]})) as server:
+        server.handler.hang_seconds = 2.0
+        env = {
+            **os.environ,
+            **ENV,
+            "NEWSLETTER_DATABASE_URL": postgres_url,
+            "NEWSLETTER_ADAPTER": "smtp",
+            "NEWSLETTER_SMTP_URL": server.url,
+            "NEWSLETTER_SMTP_POOL": str(pool),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while "held@example.com" not in server.handler.received_by() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # While the server holds its answer, another program locks that delivery's row.
+        engine = create_engine(postgres_url)
+        blocker = engine.connect()
+        blocker.execute(
+            text(
+                "SELECT d.id FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+                "WHERE s.email_key = 'held@example.com' FOR UPDATE"
+            )
+        )
+        time.sleep(2.5)  # the answer (250) has come and its record waits for the row
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        for _ in range(4):
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.005)
+        time.sleep(1.0)
+        assert process.poll() is None  # still holding the answer: not gone without recording it
+        blocker.rollback()
+        blocker.close()
+        engine.dispose()
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 130, err
+        assert "Stopping as soon as the answer already received is recorded" in err
+        states = delivery_states(postgres_url)
+        assert states["held@example.com"] == "sent"
+        resumed = subprocess.run(
+            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert server.handler.received_by() == {address: 1 for address in addresses}
+
+
+class SlowResponseServer(ProviderServer):
+    """Postmark that takes the batch, then answers only after `hold_seconds`."""
+
+    def __init__(self, hold_seconds: float):
+        super().__init__()
+        base = self.httpd.RequestHandlerClass
+
+        class Handler(base):
+            def reply(self, status, body=None, headers=None):
+                if status == 200:
+                    time.sleep(hold_seconds)
+                super().reply(status, body, headers)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def test_ctrl_c_twice_while_the_provider_holds_the_answer_leaves_the_batch_unknown(sqlite_url, send_env):
+    """Ctrl-C twice while an API request is out: the provider may have accepted the batch,
+    so every message in it is `unknown` (not queued) and a resume sends none of them again."""
+    addresses = [f"r{i}@example.com" for i in range(6)]
+    add_subscribers(sqlite_url, addresses)
+    with SlowResponseServer(hold_seconds=20) as server:
+        env = {
+            **os.environ,
+            **ENV,
+            **server.env("postmark"),
+            "NEWSLETTER_DATABASE_URL": sqlite_url,
+            "NEWSLETTER_ADAPTER": "postmark",
+            "NEWSLETTER_HTTP_TIMEOUT": "60",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while len(server.state.received_by()) < len(addresses) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        for _ in range(3):
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.005)
+        out, err = process.communicate(timeout=15)  # well before the provider's answer
+        assert process.returncode == 130, err
+        assert set(delivery_states(sqlite_url).values()) == {"unknown"}
+        resumed = subprocess.run(
+            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert server.state.received_by() == {address: 1 for address in addresses}

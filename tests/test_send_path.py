@@ -127,3 +127,77 @@ def test_workers_split_the_queue_tail_and_a_lone_sender_keeps_whole_batches(data
         store.release([row.delivery_id for row in share], f"worker-{n}")
     assert len(store.claim(campaign.id, "send", 200)) == 200
     store.db.dispose()
+
+
+class ConnectionLimit:
+    """In front of an SMTP server: at most `limit` sessions at once from us; another is
+    refused with 421 at once, as mail servers limit connections per client."""
+
+    def __init__(self, backend_port: int, limit: int):
+        import socket
+        import threading
+
+        self.backend_port, self.limit = backend_port, limit
+        self.active, self.refused = 0, 0
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                full = self.active >= self.limit
+                self.active += not full
+                self.refused += full
+            if full:
+                client.sendall(b"421 4.7.0 Too many connections from your host\r\n")
+                client.close()
+                continue
+            backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            threading.Thread(target=self._pipe, args=(client, backend, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(backend, client, False), daemon=True).start()
+
+    def _pipe(self, source, target, counts: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(2)
+                except OSError:
+                    pass
+            if counts:
+                with self.lock:
+                    self.active -= 1
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_pool_larger_than_the_server_allows_goes_on_with_fewer_connections(cli, send_env, monkeypatch):
+    """smtp_pool = 4 against a server that takes 2 sessions from one client: the sessions it
+    refuses do not pause the campaign; everyone gets one copy over the two it took."""
+    readers = [f"r{i}@example.com" for i in range(12)]
+    add_subscribers(cli.database_url, readers)
+    with SMTPServer() as server:
+        limit = ConnectionLimit(server.port, 2)
+        try:
+            monkeypatch.setenv("NEWSLETTER_SMTP_URL", f"smtp://127.0.0.1:{limit.port}")
+            monkeypatch.setenv("NEWSLETTER_SMTP_POOL", "4")
+            result = cli("send", str(SAMPLE_ISSUE), "--yes")
+        finally:
+            limit.close()
+        assert limit.refused >= 1
+        assert server.handler.received_by() == {reader: 1 for reader in readers}
+    assert "sent 12," in result.stdout and "[done]" in result.stdout

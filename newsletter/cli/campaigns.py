@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .. import interrupts
 from ..errors import ConfigError, DeliveryError, NewsletterError
 from .app import App, pass_app, resolve_issue, tuned_for_sending
 
@@ -77,15 +78,18 @@ def run_sender(app: App, campaign) -> None:
         sender = service.sender(campaign, on_progress)
 
         def stop(_signum, _frame) -> None:
-            if sender.stop_requested:
-                raise KeyboardInterrupt
-            sender.request_stop()
-            click.echo(
-                "\nStopping after the message in flight (its answer may take up to smtp_data_timeout); "
-                "Ctrl-C again to stop now.",
-                err=True,
-            )
+            if not sender.stop_requested:
+                sender.request_stop()
+                click.echo(
+                    "\nStopping after the message in flight (its answer may take up to smtp_data_timeout); "
+                    "Ctrl-C again to stop now.",
+                    err=True,
+                )
+                return
+            if interrupts.stop_now() == "waiting":  # else it raised KeyboardInterrupt, or is stopping already
+                click.echo("\nStopping as soon as the answer already received is recorded.", err=True)
 
+        interrupts.reset()
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with tuned_for_sending():
@@ -103,8 +107,10 @@ def run_sender(app: App, campaign) -> None:
             click.echo(f"Interrupted: campaign {campaign.id} is paused. Resume with: {resume_hint}", err=True)
             sys.exit(130)
         finally:
+            # Stopping: the command is about to exit 130, and a late press (a held-down key)
+            # must not kill it half-way through saying so.
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                signal.signal(sig, signal.SIG_IGN if sender.stop_requested else handler)
     print_summary(summary)
     if sender.stop_requested:
         click.echo(f"Interrupted: campaign {campaign.id} is paused. Resume with: {resume_hint}", err=True)
@@ -387,10 +393,13 @@ def campaigns_resume(app: App, campaign_id: int, insecure_base_url: bool) -> Non
     is_flag=True,
     help="Also send again the deliveries whose outcome is unknown (the reader may get two copies).",
 )
+@click.option("--insecure-base-url", is_flag=True, help="Send even though base_url is not public https://.")
 @pass_app
-def campaigns_retry(app: App, campaign_id: int, include_unknown: bool) -> None:
+def campaigns_retry(app: App, campaign_id: int, include_unknown: bool, insecure_base_url: bool) -> None:
     """Queue again what failed for temporary reasons (and, with --unknown, the unknown ones), then send."""
     service = campaigns_service(app)
+    if not insecure_base_url:  # as resume: the links are made at send time, from today's base_url
+        refuse_private_base_url(app.settings, service.store.get(campaign_id).adapter)
     campaign, transient_count, unknown_count = service.retry(campaign_id, include_unknown)
     left = service.store.summary(campaign_id).counts["unknown"]
     click.echo(f"Requeued {transient_count} temporary failure(s) and {unknown_count} unknown.")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from .. import interrupts
 from ..message import Message
 
 ACCEPTED, TRANSIENT, PERMANENT, UNKNOWN = "accepted", "transient", "permanent", "unknown"
@@ -95,16 +96,34 @@ class Adapter:
         self.close()
 
     parallel = False  # True when messages go out on several connections at once
+    repeats_are_harmless = False  # sending a message again replaces it (the outbox's files)
 
     def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
-        """Results as they come; `record` is called with each one before it is yielded (and,
-        in a parallel adapter, on the connection's own thread before it takes another)."""
+        """Each batch's results, every one recorded (`record`) before any is yielded.
+
+        A Ctrl-C that stops at once (interrupts.stop_now) while the request is out or its
+        answer is being read leaves the whole batch `unknown`: the provider may have
+        accepted it. Once the answer is read, the stop waits until all of it is recorded."""
         pending = iter(messages)
         while batch := list(islice(pending, self.max_batch)):
-            for result in self.send_batch(batch):
-                if record is not None:
-                    record(result)
-                yield result
+            held = False
+            try:
+                results = list(self.send_batch(batch))
+                interrupts.hold()
+                held = True
+                try:
+                    for result in results:
+                        if record is not None:
+                            record(result)
+                finally:
+                    interrupts.release()
+            except KeyboardInterrupt:
+                if not held and record is not None and not self.repeats_are_harmless:
+                    reason = f"{self.name}: stopped before the answer came; the provider may have the message"
+                    for message in batch:
+                        record(unknown(message, reason))
+                raise
+            yield from results
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         raise NotImplementedError

@@ -17,6 +17,7 @@ from .base import Adapter, Result, accepted
 class OutboxAdapter(Adapter):
     name = "outbox"
     max_batch = 500
+    repeats_are_harmless = True  # a file per delivery: writing it again replaces it
 
     def __init__(self, directory: str | Path, folder: str = "messages"):
         self.directory = Path(directory) / folder

@@ -8,6 +8,7 @@ hold a message in flight, driven in turn by one thread (SMTPAdapter._send_pooled
 from __future__ import annotations
 
 import functools
+import logging
 import select
 import smtplib
 import socket
@@ -16,11 +17,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
+from .. import interrupts
 from ..errors import ConfigError, DeliveryError
 from ..message import Message
 from .base import Adapter, Result, accepted, classify_smtp_reply, permanent, transient, unknown
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+log = logging.getLogger("newsletter.smtp")
 
 
 class _Connection:
@@ -31,6 +34,7 @@ class _Connection:
         self.client: smtplib.SMTP | None = None
         self.message: Message | None = None  # in flight on this connection
         self.step: str | None = None  # what the server owes: "envelope" (MAIL, RCPT, DATA) or "final"
+        self.holding = False  # the final answer is in hand and not yet recorded (interrupts.hold)
 
     def ensure(self) -> smtplib.SMTP:
         if self.client is None:
@@ -68,7 +72,10 @@ class _Connection:
     def begin(self, message: Message) -> Result | None:
         """Start `message`: None while the server owes replies (step 'envelope' or 'final')."""
         where = self.adapter.where
-        client = self.ensure()  # an unreachable server raises DeliveryError: an outage
+        try:
+            client = self.ensure()  # an unreachable server raises DeliveryError: an outage
+        except DeliveryError as exc:
+            raise SessionRefused(str(exc), hint=exc.hint) from None
         self.message = message
         try:
             options = []
@@ -163,6 +170,8 @@ class _Connection:
             if client.sock is not None:
                 client.sock.settimeout(self.adapter.data_timeout if timeout is None else timeout)
             code, text = client.getreply()
+            interrupts.hold()  # until recorded: a second Ctrl-C from here must not lose this answer
+            self.holding = True
             if client.sock is not None:
                 client.sock.settimeout(self.adapter.timeout)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -235,8 +244,24 @@ class _Connection:
         return classify_smtp_reply(message, code, _text(text))
 
 
+def _recorded(connection: _Connection, result: Result, record: Callable[[Result], None] | None) -> None:
+    """Record `result`; then a second Ctrl-C that waited for this answer's record goes on."""
+    try:
+        if record is not None:
+            record(result)
+    finally:
+        if connection.holding:
+            connection.holding = False
+            interrupts.release()
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class SessionRefused(DeliveryError):
+    """A new session could not be opened (refused, a slow greeting, TLS, login): with other
+    connections of the pool still open, the pool goes on with fewer."""
 
 
 class InterruptedAfterData(KeyboardInterrupt):
@@ -322,6 +347,10 @@ class SMTPAdapter(Adapter):
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+                detail = f"no answer within smtp_timeout ({self.timeout:g} s)"
+            elif isinstance(exc, smtplib.SMTPServerDisconnected):
+                detail = "the server closed the connection before greeting"
             raise DeliveryError(f"{self.where}: cannot connect: {detail}") from None
         return client
 
@@ -355,8 +384,7 @@ class SMTPAdapter(Adapter):
                 if record is not None:
                     record(interrupted.result)
                 raise
-            if record is not None:
-                record(result)
+            _recorded(connection, result, record)
             yield result
 
     def _send_pooled(self, source: Iterator[Message], record: Callable[[Result], None]) -> Iterator[Result]:
@@ -375,19 +403,28 @@ class SMTPAdapter(Adapter):
         idle = list(reversed(self._all))
         ring: deque[_Connection] = deque()
         taking = True
+        carried: Message | None = None  # taken, then refused a session: starts on another connection
         try:
             while True:
                 while taking and idle:
-                    message = next(source, None)
+                    message, carried = carried or next(source, None), None
                     if message is None:
                         taking = False
                         break
                     connection = idle.pop()
-                    result = connection.begin(message)
+                    try:
+                        result = connection.begin(message)
+                    except SessionRefused as exc:
+                        if not any(other.client is not None for other in self._all if other is not connection):
+                            raise  # no session at all: an outage
+                        self._all.remove(connection)  # e.g. a per-client connection limit: fewer connections
+                        log.warning("%s; going on with %d connection(s)", exc, len(self._all))
+                        carried = message
+                        continue
                     if result is None:
                         ring.append(connection)
                     else:
-                        record(result)
+                        _recorded(connection, result, record)
                         idle.append(connection)
                         yield result
                 if not ring:
@@ -397,7 +434,7 @@ class SMTPAdapter(Adapter):
                 if result is None:
                     ring.append(connection)
                 else:
-                    record(result)
+                    _recorded(connection, result, record)
                     idle.append(connection)
                     yield result
         except InterruptedAfterData as interrupted:
@@ -423,7 +460,7 @@ class SMTPAdapter(Adapter):
                 if result is None:
                     ring.append(connection)
                 else:
-                    record(result)
+                    _recorded(connection, result, record)
         except InterruptedAfterData as interrupted:
             record(interrupted.result)
             self._abandon(ring, record)
@@ -436,7 +473,7 @@ class SMTPAdapter(Adapter):
         for connection in connections:
             result = connection.abandon()
             if result is not None:
-                record(result)
+                _recorded(connection, result, record)
 
     def send_batch(self, messages: list[Message]) -> Iterator[Result]:
         return self.send(messages)
