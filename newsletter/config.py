@@ -396,7 +396,7 @@ def public_base_url_problem(base_url: str) -> str | None:
     parts = urlsplit(base_url)
     if parts.scheme != "https":
         return f"base_url {base_url!r} is not https://"
-    host = (parts.hostname or "").strip("[]")
+    host = (parts.hostname or "").strip("[]").rstrip(".")  # "localhost." is localhost
     if not host or host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
         return f"base_url {base_url!r} points at a local host name"
     try:

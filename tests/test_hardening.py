@@ -97,6 +97,9 @@ def test_every_message_is_signed_and_prepended_headers_break_the_signature(cli, 
         "https://localhost",
         "https://10.1.2.3",
         "https://[::1]",
+        "https://localhost.",
+        "https://127.0.0.1.",
+        "https://192.168.1.1./news",
     ],
 )
 def test_public_base_url_problem(base_url):

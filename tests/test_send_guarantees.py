@@ -504,3 +504,43 @@ def test_ctrl_c_twice_while_the_provider_holds_the_answer_leaves_the_batch_unkno
         )
         assert resumed.returncode == 0, resumed.stderr
         assert server.state.received_by() == {address: 1 for address in addresses}
+
+
+def test_ctrl_c_twice_while_waiting_to_ask_again_after_a_refusal_leaves_the_batch_queued(sqlite_url, send_env):
+    """The provider refused the batch (503) and the adapter waits to ask again: a Ctrl-C
+    twice then stops with the batch queued, not `unknown`: nothing of it was accepted, and
+    a resume sends it once."""
+    addresses = [f"r{i}@example.com" for i in range(4)]
+    add_subscribers(sqlite_url, addresses)
+    with ProviderServer() as server:
+        server.state.faults = [503] * 4
+        env = {
+            **os.environ,
+            **ENV,
+            **server.env("postmark"),
+            "NEWSLETTER_DATABASE_URL": sqlite_url,
+            "NEWSLETTER_ADAPTER": "postmark",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        while len(server.state.faults) > 2 and time.monotonic() < deadline:  # refused twice: waits about 1 s
+            time.sleep(0.01)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+        assert process.returncode == 130, err
+        assert set(delivery_states(sqlite_url).values()) == {"queued"}
+        server.state.faults = []
+        resumed = subprocess.run(
+            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert server.state.received_by() == {address: 1 for address in addresses}

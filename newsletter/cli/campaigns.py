@@ -77,12 +77,14 @@ def run_sender(app: App, campaign) -> None:
 
         sender = service.sender(campaign, on_progress)
 
+        limit = {"smtp": "smtp_data_timeout", "outbox": ""}.get(campaign.adapter, "http_timeout")
+        patience = f" (its answer may take up to {limit})" if limit else ""
+
         def stop(_signum, _frame) -> None:
             if not sender.stop_requested:
                 sender.request_stop()
                 click.echo(
-                    "\nStopping after the message in flight (its answer may take up to smtp_data_timeout); "
-                    "Ctrl-C again to stop now.",
+                    f"\nStopping after the message in flight{patience}; Ctrl-C again to stop now.",
                     err=True,
                 )
                 return

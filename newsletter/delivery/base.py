@@ -97,16 +97,18 @@ class Adapter:
 
     parallel = False  # True when messages go out on several connections at once
     repeats_are_harmless = False  # sending a message again replaces it (the outbox's files)
+    stopped_after_refusal = False  # a stop came between attempts, after the provider refused the batch
 
     def send(self, messages: Iterable[Message], record: Callable[[Result], None] | None = None) -> Iterator[Result]:
         """Each batch's results, every one recorded (`record`) before any is yielded.
 
         A Ctrl-C that stops at once (interrupts.stop_now) while the request is out or its
         answer is being read leaves the whole batch `unknown`: the provider may have
-        accepted it. Once the answer is read, the stop waits until all of it is recorded."""
+        accepted it (between attempts after a refusal it stays queued: it was not). Once
+        the answer is read, the stop waits until all of it is recorded."""
         pending = iter(messages)
         while batch := list(islice(pending, self.max_batch)):
-            held = False
+            held = self.stopped_after_refusal = False
             try:
                 results = list(self.send_batch(batch))
                 interrupts.hold()
@@ -118,7 +120,8 @@ class Adapter:
                 finally:
                     interrupts.release()
             except KeyboardInterrupt:
-                if not held and record is not None and not self.repeats_are_harmless:
+                out = not (held or self.repeats_are_harmless or self.stopped_after_refusal)
+                if out and record is not None:
                     reason = f"{self.name}: stopped before the answer came; the provider may have the message"
                     for message in batch:
                         record(unknown(message, reason))

@@ -22,6 +22,29 @@ from .base import Adapter, Result, transient, unknown
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
+class _RefusalRetry(Retry):
+    """urllib3's retries, noting on the adapter a stop that came while waiting to ask again
+    after a refusal (429/5xx): nothing of that batch was accepted, so it stays queued
+    rather than `unknown` (base.Adapter.send)."""
+
+    def __init__(self, owner: Adapter | None = None, **options: Any):
+        super().__init__(**options)
+        self.owner = owner
+
+    def new(self, **options: Any) -> _RefusalRetry:
+        renewed = super().new(**options)
+        renewed.owner = self.owner
+        return renewed
+
+    def sleep(self, response: Any = None) -> None:
+        try:
+            super().sleep(response)
+        except KeyboardInterrupt:
+            if self.owner is not None:
+                self.owner.stopped_after_refusal = True
+            raise
+
+
 class HTTPAdapter(Adapter):
     """Base for provider APIs. urllib3 retries 429 and 5xx answers a few times, sleeping
     as long as Retry-After says; if the provider still refuses, every message of the
@@ -33,7 +56,8 @@ class HTTPAdapter(Adapter):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        retry = Retry(
+        retry = _RefusalRetry(
+            self,
             total=self.retries,
             read=False,  # the body may have arrived: repeating it could send every message twice
             status_forcelist=RETRY_STATUSES,
