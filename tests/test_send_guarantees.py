@@ -23,6 +23,42 @@ from .provider_server import ProviderServer
 from .smtp_server import Script, SMTPServer, parse
 
 
+def process_env(database_url: str, adapter: str, provider: dict[str, str] | None = None, **settings) -> dict:
+    """The environment of a command run as its own process: settings by name (smtp_pool=3)."""
+    named = {f"NEWSLETTER_{name.upper()}": str(value) for name, value in settings.items()}
+    return {
+        **os.environ,
+        **ENV,
+        **(provider or {}),
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_ADAPTER": adapter,
+        **named,
+    }
+
+
+def start_send(env: dict[str, str]) -> subprocess.Popen:
+    """`newsletter send` of the sample issue as its own process, to be signalled."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, seconds: float = 90, step: float = 0.05) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(step)
+
+
+def resume(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
+    )
+
+
 @pytest.fixture
 def quick_timeouts(send_env, monkeypatch):
     """Lost-reply tests wait 2 s for the answer after the final '.', not RFC 5321's 10 minutes."""
@@ -237,30 +273,14 @@ def test_sigterm_exits_130_with_the_resume_hint(sqlite_url, send_env, monkeypatc
     add_subscribers(sqlite_url, addresses)
     with SMTPServer() as server:
         server.handler.delay = 0.05
-        env = {
-            **os.environ,
-            **ENV,
-            "NEWSLETTER_DATABASE_URL": sqlite_url,
-            "NEWSLETTER_ADAPTER": "smtp",
-            "NEWSLETTER_SMTP_URL": server.url,
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while len(server.handler.messages) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        env = process_env(sqlite_url, "smtp", smtp_url=server.url)
+        process = start_send(env)
+        wait_for(lambda: len(server.handler.messages) >= 5, 60)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
         assert process.returncode == 130, err
         assert "newsletter campaigns resume 1" in err and "[paused]" in out
-        resumed = subprocess.run(
-            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
-        )
+        resumed = resume(env)
         assert resumed.returncode == 0, resumed.stderr
         assert server.handler.received_by() == {address: 1 for address in addresses}
 
@@ -328,25 +348,9 @@ def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sq
     add_subscribers(sqlite_url, addresses)
     with SMTPServer(Script(data={"held@example.com": ["STORE_THEN_HANG"]})) as server:
         server.handler.hang_seconds = 30
-        env = {
-            **os.environ,
-            **ENV,
-            "NEWSLETTER_DATABASE_URL": sqlite_url,
-            "NEWSLETTER_ADAPTER": "smtp",
-            "NEWSLETTER_SMTP_URL": server.url,
-            "NEWSLETTER_SMTP_DATA_TIMEOUT": "60",
-            "NEWSLETTER_SMTP_POOL": str(pool),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 90
-        while "held@example.com" not in server.handler.received_by() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        env = process_env(sqlite_url, "smtp", smtp_url=server.url, smtp_data_timeout=60, smtp_pool=pool)
+        process = start_send(env)
+        wait_for(lambda: "held@example.com" in server.handler.received_by())
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -362,9 +366,7 @@ def test_a_second_ctrl_c_while_the_server_holds_the_message_leaves_it_unknown(sq
         # Every other reader was either answered (sent) or never started (still queued).
         assert {state for address, state in states.items() if address != "held@example.com"} <= {"sent", "queued"}
         server.handler.hang_seconds = 0
-        resumed = subprocess.run(
-            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
-        )
+        resumed = resume(env)
         assert resumed.returncode == 0, resumed.stderr
         assert server.handler.received_by() == {address: 1 for address in addresses}
 
@@ -400,24 +402,9 @@ def test_ctrl_c_twice_while_an_answer_waits_for_a_locked_row_keeps_the_answer(po
     add_subscribers(postgres_url, addresses)
     with SMTPServer(Script(data={"held@example.com": ["STORE_THEN_HANG"]})) as server:
         server.handler.hang_seconds = 2.0
-        env = {
-            **os.environ,
-            **ENV,
-            "NEWSLETTER_DATABASE_URL": postgres_url,
-            "NEWSLETTER_ADAPTER": "smtp",
-            "NEWSLETTER_SMTP_URL": server.url,
-            "NEWSLETTER_SMTP_POOL": str(pool),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 90
-        while "held@example.com" not in server.handler.received_by() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        env = process_env(postgres_url, "smtp", smtp_url=server.url, smtp_pool=pool)
+        process = start_send(env)
+        wait_for(lambda: "held@example.com" in server.handler.received_by(), step=0.02)
         # While the server holds its answer, another program locks that delivery's row.
         engine = create_engine(postgres_url)
         blocker = engine.connect()
@@ -443,9 +430,7 @@ def test_ctrl_c_twice_while_an_answer_waits_for_a_locked_row_keeps_the_answer(po
         assert "Stopping as soon as the answer already received is recorded" in err
         states = delivery_states(postgres_url)
         assert states["held@example.com"] == "sent"
-        resumed = subprocess.run(
-            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
-        )
+        resumed = resume(env)
         assert resumed.returncode == 0, resumed.stderr
         assert server.handler.received_by() == {address: 1 for address in addresses}
 
@@ -473,24 +458,9 @@ def test_ctrl_c_twice_while_the_provider_holds_the_answer_leaves_the_batch_unkno
     addresses = [f"r{i}@example.com" for i in range(6)]
     add_subscribers(sqlite_url, addresses)
     with SlowResponseServer(hold_seconds=20) as server:
-        env = {
-            **os.environ,
-            **ENV,
-            **server.env("postmark"),
-            "NEWSLETTER_DATABASE_URL": sqlite_url,
-            "NEWSLETTER_ADAPTER": "postmark",
-            "NEWSLETTER_HTTP_TIMEOUT": "60",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 90
-        while len(server.state.received_by()) < len(addresses) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        env = process_env(sqlite_url, "postmark", server.env("postmark"), http_timeout=60)
+        process = start_send(env)
+        wait_for(lambda: len(server.state.received_by()) >= len(addresses))
         process.send_signal(signal.SIGINT)
         time.sleep(0.3)
         for _ in range(3):
@@ -499,9 +469,7 @@ def test_ctrl_c_twice_while_the_provider_holds_the_answer_leaves_the_batch_unkno
         out, err = process.communicate(timeout=15)  # well before the provider's answer
         assert process.returncode == 130, err
         assert set(delivery_states(sqlite_url).values()) == {"unknown"}
-        resumed = subprocess.run(
-            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
-        )
+        resumed = resume(env)
         assert resumed.returncode == 0, resumed.stderr
         assert server.state.received_by() == {address: 1 for address in addresses}
 
@@ -514,23 +482,9 @@ def test_ctrl_c_twice_while_waiting_to_ask_again_after_a_refusal_leaves_the_batc
     add_subscribers(sqlite_url, addresses)
     with ProviderServer() as server:
         server.state.faults = [503] * 4
-        env = {
-            **os.environ,
-            **ENV,
-            **server.env("postmark"),
-            "NEWSLETTER_DATABASE_URL": sqlite_url,
-            "NEWSLETTER_ADAPTER": "postmark",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", str(SAMPLE_ISSUE), "--yes"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 90
-        while len(server.state.faults) > 2 and time.monotonic() < deadline:  # refused twice: waits about 1 s
-            time.sleep(0.01)
+        env = process_env(sqlite_url, "postmark", server.env("postmark"))
+        process = start_send(env)
+        wait_for(lambda: len(server.state.faults) <= 2, step=0.01)  # refused twice: waits about 1 s
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         time.sleep(0.1)
@@ -539,8 +493,6 @@ def test_ctrl_c_twice_while_waiting_to_ask_again_after_a_refusal_leaves_the_batc
         assert process.returncode == 130, err
         assert set(delivery_states(sqlite_url).values()) == {"queued"}
         server.state.faults = []
-        resumed = subprocess.run(
-            [sys.executable, "-m", "newsletter", "campaigns", "resume", "1"], env=env, capture_output=True, text=True
-        )
+        resumed = resume(env)
         assert resumed.returncode == 0, resumed.stderr
         assert server.state.received_by() == {address: 1 for address in addresses}
