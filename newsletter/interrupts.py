@@ -52,7 +52,3 @@ def stop_now() -> str:
         return "waiting"
     _stopping = True
     raise KeyboardInterrupt
-
-
-def stopping() -> bool:
-    return _stopping
