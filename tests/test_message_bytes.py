@@ -184,17 +184,24 @@ def test_list_unsubscribe_is_never_an_encoded_word(pinned):
     assert https.startswith("<http") and mailto.startswith("<mailto:") and mailto.endswith(">")
 
 
-def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch, tmp_path):
-    """However many readers, `send` renders and inlines the issue once (lint included)."""
+@pytest.fixture
+def inlining(monkeypatch, tmp_path):
+    """Every time the CSS is inlined afresh, from an empty cache folder."""
     from newsletter import render
-
-    from .helpers import add_subscribers
-    from .smtp_server import SMTPServer
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing remembered yet
     calls = []
     original = render.inline_css
     monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or original(html))
+    return calls
+
+
+def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch, inlining):
+    """However many readers, `send` renders and inlines the issue once (lint included)."""
+    from .helpers import add_subscribers
+    from .smtp_server import SMTPServer
+
+    calls = inlining
     add_subscribers(cli.database_url, [f"r{i}@example.com" for i in range(12)])
     with SMTPServer() as server:
         monkeypatch.setenv("NEWSLETTER_SMTP_URL", server.url)
@@ -204,18 +211,13 @@ def test_send_inlines_css_once_per_issue(cli, send_env, monkeypatch, tmp_path):
     assert len(calls) == 1
 
 
-def test_send_after_lint_reuses_the_inlined_issue_until_it_changes(cli, monkeypatch, tmp_path):
+def test_send_after_lint_reuses_the_inlined_issue_until_it_changes(cli, monkeypatch, tmp_path, inlining):
     """`lint` inlines the issue's CSS and remembers it (the user's cache folder): the send or
     preview that follows builds the same bytes without inlining again; a damaged entry and an
     edited issue are inlined afresh."""
     import shutil
 
-    from newsletter import render
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    calls = []
-    original = render.inline_css
-    monkeypatch.setattr(render, "inline_css", lambda html: calls.append(1) or original(html))
+    calls = inlining
     issue = tmp_path / SAMPLE_ISSUE.name
     shutil.copy(SAMPLE_ISSUE, issue)
     cli("lint", str(issue), expect=None)
